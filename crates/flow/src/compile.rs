@@ -1,0 +1,1254 @@
+//! `compile`: static validation of a JSON action list into a [`Program`], with every problem
+//! reported as a [`Diagnostic`] carrying the JSON path of the bad field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::action::{
+    ActionId, ActionType, Branch, Comparison, ConditionVariable, DEFAULT_DIGITS_DURATION,
+    DigitsReceive, Operand, Step, Subject, Talk, is_unset_id,
+};
+use crate::program::{Action, Program};
+use crate::variable::{VARIABLE_CALL_DIGITS, sole_reference};
+
+/// One problem found by [`compile`], with the JSON path of the bad field and a plain sentence.
+///
+/// Paths start at the action array: `actions[3].option.target_ids["2"]`, `actions[0].type`,
+/// `actions` for the array itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{severity} at {path}: {message}")]
+pub struct Diagnostic {
+    /// Whether this stops the flow from compiling.
+    pub severity: Severity,
+    /// The JSON path of the offending value, e.g. `actions[3].option.duration`.
+    pub path: String,
+    /// What is wrong, as a plain sentence.
+    pub message: String,
+}
+
+/// How serious a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The flow is rejected.
+    Error,
+    /// The flow compiles, but probably does not do what its author meant.
+    Warning,
+}
+
+/// Validate a JSON array of actions into a [`Program`].
+///
+/// Checked: that the value is an array of objects; `type` present, known and supported
+/// ("unknown action type 'X'" / "action type 'X' is not supported yet"); every known option has
+/// the right JSON type (unknown options and unknown top-level fields are ignored; `null` counts as
+/// absent); required options are present; ids are unique; `next_id`, `target_id`, `target_ids`,
+/// `default_target_id` and `false_target_id` name existing actions (an empty string or the nil
+/// UUID means "unset" where the field is optional).
+///
+/// Warnings (returned by [`Program::warnings`], or alongside errors): actions that cannot be
+/// reached from the first one, loops with no way out (they run until the execution limit), and a
+/// `goto` without a positive `loop_count` (which never jumps). The graph warnings are only computed
+/// when there are no errors.
+///
+/// On failure, `Err` holds every error and warning found, ordered by action.
+pub fn compile(actions: &Value) -> Result<Program, Vec<Diagnostic>> {
+    let Some(items) = actions.as_array() else {
+        return Err(vec![Diagnostic::error(
+            "actions".into(),
+            "must be an array of actions".into(),
+        )]);
+    };
+    let mut diags = Vec::new();
+
+    // Pass 1: the ids, so that references can be resolved in any direction.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(obj) = item.as_object() else {
+            continue; // reported in pass 2
+        };
+        match obj.get("id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) if is_unset_id(id) => {}
+            Some(Value::String(id)) => {
+                if let Some(first) = ids.get(id.as_str()) {
+                    diags.push(Diagnostic::error(
+                        format!("actions[{i}].id"),
+                        format!("duplicate action id '{id}' (already used by actions[{first}])"),
+                    ));
+                } else {
+                    ids.insert(id, i);
+                }
+            }
+            Some(_) => diags.push(Diagnostic::error(
+                format!("actions[{i}].id"),
+                "must be a string".into(),
+            )),
+        }
+    }
+
+    // Pass 2: each action's type, next_id and options.
+    let empty = Map::new();
+    let mut compiled = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("actions[{i}]");
+        let Some(obj) = item.as_object() else {
+            diags.push(Diagnostic::error(path, "must be an object".into()));
+            continue;
+        };
+        let diags_before = diags.len();
+
+        let action_type = match obj.get("type") {
+            None | Some(Value::Null) => {
+                diags.push(Diagnostic::error(
+                    format!("{path}.type"),
+                    "missing action type".into(),
+                ));
+                None
+            }
+            Some(Value::String(name)) => match ActionType::from_name(name) {
+                None => {
+                    diags.push(Diagnostic::error(
+                        format!("{path}.type"),
+                        format!("unknown action type '{name}'"),
+                    ));
+                    None
+                }
+                Some(t) if !t.is_supported() => {
+                    diags.push(Diagnostic::error(
+                        format!("{path}.type"),
+                        format!("action type '{name}' is not supported yet"),
+                    ));
+                    None
+                }
+                Some(t) => Some(t),
+            },
+            Some(_) => {
+                diags.push(Diagnostic::error(
+                    format!("{path}.type"),
+                    "must be a string".into(),
+                ));
+                None
+            }
+        };
+
+        let mut reader = Reader {
+            ids: &ids,
+            diags: &mut diags,
+        };
+        let next = reader.target(obj.get("next_id"), &format!("{path}.next_id"), None);
+
+        let option = match obj.get("option") {
+            None | Some(Value::Null) => Some(&empty),
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => {
+                reader.error(format!("{path}.option"), "must be an object".into());
+                None
+            }
+        };
+
+        let (Some(action_type), Some(option)) = (action_type, option) else {
+            continue;
+        };
+        let step = parse_step(
+            action_type,
+            &mut Options {
+                map: option,
+                path: format!("{path}.option"),
+                reader,
+            },
+        );
+        let failed = diags
+            .get(diags_before..)
+            .is_some_and(|new| new.iter().any(|d| d.severity == Severity::Error));
+        if failed {
+            continue;
+        }
+        let Some(step) = step else { continue };
+        let id = match obj.get("id") {
+            Some(Value::String(id)) if !is_unset_id(id) => Some(ActionId::new(id)),
+            _ => None,
+        };
+        compiled.push(Action::new(
+            id,
+            action_type,
+            next,
+            Value::Object(option.clone()),
+            step,
+        ));
+    }
+
+    diags.sort_by_key(Diagnostic::action_index);
+    if error_count(&diags) > 0 {
+        return Err(diags);
+    }
+    Ok(Program::new(compiled, diags))
+}
+
+/// Give every action object that has no `"id"` (absent, `null`, `""` or the nil UUID) a fresh id
+/// from `new_id` (the API passes UUIDv4s). Non-object elements and non-string ids are left for
+/// [`compile`] to report. Does nothing if `actions` is not an array.
+pub fn assign_ids(actions: &mut Value, mut new_id: impl FnMut() -> String) {
+    let Some(items) = actions.as_array_mut() else {
+        return;
+    };
+    for obj in items.iter_mut().filter_map(Value::as_object_mut) {
+        let needs_id = match obj.get("id") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(id)) => is_unset_id(id),
+            Some(_) => false,
+        };
+        if needs_id {
+            obj.insert("id".into(), Value::String(new_id()));
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        })
+    }
+}
+
+impl Diagnostic {
+    pub(crate) fn error(path: String, message: String) -> Self {
+        Self {
+            severity: Severity::Error,
+            path,
+            message,
+        }
+    }
+
+    pub(crate) fn warning(path: String, message: String) -> Self {
+        Self {
+            severity: Severity::Warning,
+            path,
+            message,
+        }
+    }
+
+    /// The action index in the path (`actions[3]…` → 3); `None` for the whole array, which sorts
+    /// first.
+    pub(crate) fn action_index(&self) -> Option<usize> {
+        let rest = self.path.strip_prefix("actions[")?;
+        rest.get(..rest.find(']')?)?.parse().ok()
+    }
+}
+
+fn error_count(diags: &[Diagnostic]) -> usize {
+    diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count()
+}
+
+/// Resolves ids and records diagnostics.
+struct Reader<'a, 'c> {
+    ids: &'c HashMap<&'a str, usize>,
+    diags: &'c mut Vec<Diagnostic>,
+}
+
+impl Reader<'_, '_> {
+    fn error(&mut self, path: String, message: String) {
+        self.diags.push(Diagnostic::error(path, message));
+    }
+
+    /// An action reference. Absent, `null`, `""` or the nil UUID is "unset": `None`, and an error
+    /// with `required` as its message if the field is required.
+    fn target(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        required: Option<&str>,
+    ) -> Option<usize> {
+        match value {
+            Some(Value::String(id)) if !is_unset_id(id) => match self.ids.get(id.as_str()) {
+                Some(index) => Some(*index),
+                None => {
+                    self.error(path.into(), format!("no action has the id '{id}'"));
+                    None
+                }
+            },
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                if let Some(message) = required {
+                    self.error(path.into(), message.into());
+                }
+                None
+            }
+            Some(_) => {
+                self.error(path.into(), "must be a string (an action id)".into());
+                None
+            }
+        }
+    }
+}
+
+/// Typed access to one action's `option` object.
+struct Options<'a, 'c> {
+    map: &'a Map<String, Value>,
+    path: String,
+    reader: Reader<'a, 'c>,
+}
+
+impl<'a> Options<'a, '_> {
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        let path = self.path(key);
+        self.reader.error(path, message.into());
+    }
+
+    /// The value of `key`; `null` counts as absent.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.error(key, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A string that must be present and non-empty; `missing` is the message otherwise.
+    fn required_string(&mut self, key: &str, missing: &str) -> Option<String> {
+        match self.get(key) {
+            None => {
+                self.error(key, missing);
+                None
+            }
+            Some(_) => {
+                let s = self.string(key)?;
+                if s.is_empty() {
+                    self.error(key, missing);
+                    return None;
+                }
+                Some(s)
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                self.error(key, "must be a boolean");
+                None
+            }
+        }
+    }
+
+    fn unsigned(&mut self, key: &str, what: &str) -> Option<u64> {
+        let value = self.get(key)?;
+        match value.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                self.error(key, format!("must be a non-negative integer{what}"));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str) -> Option<i64> {
+        let value = self.get(key)?;
+        match value.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                self.error(key, "must be an integer");
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, key: &str) -> Option<f64> {
+        let value = self.get(key)?;
+        match value.as_f64() {
+            Some(n) => Some(n),
+            None => {
+                self.error(key, "must be a number");
+                None
+            }
+        }
+    }
+
+    fn millis(&mut self, key: &str) -> Option<Duration> {
+        self.unsigned(key, " (milliseconds)")
+            .map(Duration::from_millis)
+    }
+
+    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        let Value::Array(items) = self.get(key)? else {
+            self.error(key, "must be an array of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => out.push(s.clone()),
+                _ => {
+                    self.error(&format!("{key}[{i}]"), "must be a string");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn target(&mut self, key: &str, required: Option<&str>) -> Option<usize> {
+        let path = self.path(key);
+        self.reader.target(self.map.get(key), &path, required)
+    }
+
+    /// A `{value: action_id}` object.
+    fn target_map(&mut self, key: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        let Some(value) = self.get(key) else {
+            return out;
+        };
+        let Value::Object(map) = value else {
+            self.error(key, "must be an object mapping values to action ids");
+            return out;
+        };
+        // Sorted explicitly, so diagnostics do not depend on serde_json's map order feature.
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in entries {
+            let quoted = serde_json::to_string(k).unwrap_or_else(|_| format!("{k:?}"));
+            let path = format!("{}.{key}[{quoted}]", self.path);
+            let required = "must be the id of an action, not empty";
+            if let Some(index) = self.reader.target(Some(v), &path, Some(required)) {
+                out.insert(k.clone(), index);
+            }
+        }
+        out
+    }
+}
+
+/// Parse the options of a supported type. Returns `None` (with diagnostics recorded) when the
+/// options are unusable; the caller also discards the step if any error was recorded.
+fn parse_step(action_type: ActionType, o: &mut Options<'_, '_>) -> Option<Step> {
+    use ActionType as T;
+    Some(match action_type {
+        T::Answer => Step::Answer,
+        T::Beep => Step::Beep,
+        T::Stop => Step::Stop,
+        T::Talk => {
+            let text = o.required_string("text", "talk needs a non-empty text");
+            let language = o.string("language").unwrap_or_default();
+            let gender = o.string("gender").unwrap_or_default();
+            if o.boolean("async") == Some(true) {
+                o.error("async", "talk with async: true is not supported yet");
+            }
+            let next_on_digit = match o.string("digits_handle").as_deref() {
+                None | Some("") => false,
+                Some("next") => true,
+                Some(_) => {
+                    o.error("digits_handle", r#"must be "" or "next""#);
+                    false
+                }
+            };
+            Step::Talk(Talk {
+                text: text?,
+                language,
+                gender,
+                next_on_digit,
+            })
+        }
+        T::Play => {
+            let urls = o.strings("stream_urls");
+            match urls {
+                Some(urls) if !urls.is_empty() => Step::Play { urls },
+                Some(_) => {
+                    o.error("stream_urls", "play needs at least one URL in stream_urls");
+                    return None;
+                }
+                None if o.get("stream_urls").is_none() => {
+                    o.error("stream_urls", "play needs at least one URL in stream_urls");
+                    return None;
+                }
+                None => return None,
+            }
+        }
+        T::Sleep => Step::Sleep {
+            duration: o.millis("duration").unwrap_or_default(),
+        },
+        T::DigitsReceive => {
+            let duration = o
+                .millis("duration")
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_DIGITS_DURATION);
+            let length = o
+                .unsigned("length", "")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .unwrap_or(0);
+            let keys = o.string("key").unwrap_or_default();
+            Step::DigitsReceive(DigitsReceive {
+                duration,
+                length,
+                keys,
+            })
+        }
+        T::Branch => {
+            let variable = o.string("variable").unwrap_or_default();
+            let variable = match sole_reference(&variable) {
+                Some(name) => name.to_owned(),
+                None if variable.is_empty() => VARIABLE_CALL_DIGITS.to_owned(),
+                None => variable,
+            };
+            let targets = o.target_map("target_ids");
+            let default_target = o.target("default_target_id", None);
+            Step::Branch(Branch {
+                variable,
+                targets,
+                default_target,
+            })
+        }
+        T::Goto => {
+            let target = o.target("target_id", Some("goto needs a target_id"));
+            let loop_count = o.integer("loop_count");
+            if o.get("loop_count").is_none() || loop_count.is_some_and(|n| n <= 0) {
+                let path = o.path("loop_count");
+                o.reader.diags.push(Diagnostic::warning(
+                    path,
+                    "goto without a positive loop_count never jumps; it falls through to the \
+                     next action"
+                        .into(),
+                ));
+            }
+            Step::Goto {
+                target: target?,
+                loop_count: loop_count.unwrap_or(0),
+            }
+        }
+        T::VariableSet => {
+            let key = o.required_string("key", "variable_set needs a key");
+            let value = o.string("value").unwrap_or_default();
+            Step::VariableSet { key: key?, value }
+        }
+        T::ConditionVariable => {
+            let condition = o.string("condition");
+            let condition = match condition.as_deref() {
+                Some(name) => match Comparison::from_name(name) {
+                    Some(c) => Some(c),
+                    None => {
+                        o.error("condition", format!("must be one of {}", Comparison::NAMES));
+                        None
+                    }
+                },
+                None if o.get("condition").is_none() => {
+                    o.error(
+                        "condition",
+                        format!(
+                            "condition_variable needs a condition: one of {}",
+                            Comparison::NAMES
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let variable =
+                o.required_string("variable", "condition_variable needs a variable to test");
+            let subject = variable.map(|v| match sole_reference(&v) {
+                Some(name) => Subject::Variable(name.to_owned()),
+                None if v.contains("${") => Subject::Template(v),
+                None => Subject::Variable(v),
+            });
+            let value_string = o.string("value_string").unwrap_or_default();
+            let value_number = o.number("value_number").unwrap_or(0.0);
+            let value_length = o
+                .unsigned("value_length", "")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .unwrap_or(0);
+            const VALUE_TYPES: &str = r#""string", "number" or "length""#;
+            let operand = match o.string("value_type").as_deref() {
+                Some("string") => Some(Operand::String(value_string)),
+                Some("number") => Some(Operand::Number(value_number)),
+                Some("length") => Some(Operand::Length(value_length)),
+                Some(_) => {
+                    o.error("value_type", format!("must be one of {VALUE_TYPES}"));
+                    None
+                }
+                None if o.get("value_type").is_none() => {
+                    o.error(
+                        "value_type",
+                        format!("condition_variable needs a value_type: one of {VALUE_TYPES}"),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let false_target = o.target("false_target_id", None);
+            Step::ConditionVariable(ConditionVariable {
+                condition: condition?,
+                subject: subject?,
+                operand: operand?,
+                false_target,
+            })
+        }
+        T::Hangup => {
+            let reason = o.string("reason").unwrap_or_default();
+            if o.string("reference_id").is_some_and(|id| !is_unset_id(&id)) {
+                o.error(
+                    "reference_id",
+                    "hangup with a reference_id (relaying another call's hangup cause) is not \
+                     supported yet",
+                );
+            }
+            Step::Hangup { reason }
+        }
+        // Recognised but not supported: refused before options are parsed.
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn errors(actions: Value) -> Vec<(String, String)> {
+        match compile(&actions) {
+            Ok(p) => panic!("expected errors, compiled with warnings {:?}", p.warnings()),
+            Err(diags) => diags
+                .into_iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| (d.path, d.message))
+                .collect(),
+        }
+    }
+
+    fn one_error(actions: Value) -> (String, String) {
+        let errs = errors(actions);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    fn warnings(actions: Value) -> Vec<(String, String)> {
+        compile(&actions)
+            .unwrap()
+            .warnings()
+            .iter()
+            .map(|d| {
+                assert_eq!(d.severity, Severity::Warning);
+                (d.path.clone(), d.message.clone())
+            })
+            .collect()
+    }
+
+    fn p(s: &str) -> String {
+        s.to_owned()
+    }
+
+    #[test]
+    fn not_an_array() {
+        assert_eq!(
+            one_error(json!({"actions": []})),
+            (p("actions"), p("must be an array of actions"))
+        );
+    }
+
+    #[test]
+    fn element_not_an_object() {
+        assert_eq!(
+            one_error(json!([{"type": "answer"}, "hangup"])),
+            (p("actions[1]"), p("must be an object"))
+        );
+    }
+
+    #[test]
+    fn unknown_unsupported_missing_and_mistyped_type() {
+        assert_eq!(
+            errors(json!([
+                {"type": "answer"},
+                {"type": "dance"},
+                {"type": "webhook_send", "option": {"uri": "http://x"}},
+                {"option": {}},
+                {"type": 7},
+                {"type": "Talk"},
+                {"type": "agent_call"},
+            ])),
+            vec![
+                (p("actions[1].type"), p("unknown action type 'dance'")),
+                (
+                    p("actions[2].type"),
+                    p("action type 'webhook_send' is not supported yet")
+                ),
+                (p("actions[3].type"), p("missing action type")),
+                (p("actions[4].type"), p("must be a string")),
+                (p("actions[5].type"), p("unknown action type 'Talk'")),
+                (
+                    p("actions[6].type"),
+                    p("action type 'agent_call' is not supported yet")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_unsupported_type_is_refused_by_name() {
+        for t in ActionType::ALL.iter().filter(|t| !t.is_supported()) {
+            let (path, message) = one_error(json!([{"type": t.as_str()}]));
+            assert_eq!(path, "actions[0].type");
+            assert_eq!(message, format!("action type '{t}' is not supported yet"));
+        }
+    }
+
+    #[test]
+    fn duplicate_and_mistyped_ids() {
+        assert_eq!(
+            errors(json!([
+                {"id": "a", "type": "answer"},
+                {"id": "b", "type": "answer"},
+                {"id": "a", "type": "hangup"},
+                {"id": 5, "type": "hangup"},
+            ])),
+            vec![
+                (
+                    p("actions[2].id"),
+                    p("duplicate action id 'a' (already used by actions[0])")
+                ),
+                (p("actions[3].id"), p("must be a string")),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_and_nil_ids_are_not_duplicates() {
+        let program = compile(&json!([
+            {"id": "", "type": "answer"},
+            {"id": "", "type": "answer"},
+            {"id": "00000000-0000-0000-0000-000000000000", "type": "hangup"},
+        ]))
+        .unwrap();
+        assert_eq!(program.len(), 3);
+        assert!(program.actions().iter().all(|a| a.id().is_none()));
+    }
+
+    #[test]
+    fn dangling_next_id() {
+        assert_eq!(
+            one_error(json!([{"id": "a", "type": "answer", "next_id": "zz"}, {"type": "hangup"}])),
+            (p("actions[0].next_id"), p("no action has the id 'zz'"))
+        );
+        assert_eq!(
+            one_error(json!([{"type": "answer", "next_id": 3}])),
+            (
+                p("actions[0].next_id"),
+                p("must be a string (an action id)")
+            )
+        );
+    }
+
+    #[test]
+    fn unset_next_ids_mean_next_in_array() {
+        let program = compile(&json!([
+            {"type": "answer", "next_id": ""},
+            {"type": "answer", "next_id": "00000000-0000-0000-0000-000000000000"},
+            {"type": "answer", "next_id": null},
+            {"type": "hangup"},
+        ]))
+        .unwrap();
+        assert_eq!(
+            (0..4).map(|i| program.next_index(i)).collect::<Vec<_>>(),
+            [Some(1), Some(2), Some(3), None]
+        );
+    }
+
+    #[test]
+    fn dangling_goto_branch_and_condition_targets() {
+        assert_eq!(
+            errors(json!([
+                {"id": "start", "type": "answer"},
+                {"type": "goto", "option": {"target_id": "nowhere", "loop_count": 1}},
+                {"type": "goto", "option": {"loop_count": 1}},
+                {"type": "goto", "option": {"target_id": "", "loop_count": 1}},
+                {"type": "branch", "option": {
+                    "target_ids": {"1": "start", "2": "gone", "#": ""},
+                    "default_target_id": "missing"
+                }},
+                {"type": "branch", "option": {"target_ids": ["start"]}},
+                {"type": "condition_variable", "option": {
+                    "condition": "==", "variable": "x", "value_type": "string",
+                    "false_target_id": "nope"
+                }},
+                {"type": "hangup"},
+            ])),
+            vec![
+                (
+                    p("actions[1].option.target_id"),
+                    p("no action has the id 'nowhere'")
+                ),
+                (
+                    p("actions[2].option.target_id"),
+                    p("goto needs a target_id")
+                ),
+                (
+                    p("actions[3].option.target_id"),
+                    p("goto needs a target_id")
+                ),
+                (
+                    p(r##"actions[4].option.target_ids["#"]"##),
+                    p("must be the id of an action, not empty")
+                ),
+                (
+                    p(r#"actions[4].option.target_ids["2"]"#),
+                    p("no action has the id 'gone'")
+                ),
+                (
+                    p("actions[4].option.default_target_id"),
+                    p("no action has the id 'missing'")
+                ),
+                (
+                    p("actions[5].option.target_ids"),
+                    p("must be an object mapping values to action ids")
+                ),
+                (
+                    p("actions[6].option.false_target_id"),
+                    p("no action has the id 'nope'")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_option_types_report_the_option_path() {
+        assert_eq!(
+            errors(json!([
+                {"type": "answer", "option": []},
+                {"type": "talk", "option": {"text": 5, "language": ["en"], "digits_handle": "skip"}},
+                {"type": "play", "option": {"stream_urls": ["http://a", 3]}},
+                {"type": "play", "option": {"stream_urls": "http://a"}},
+                {"type": "sleep", "option": {"duration": "1000"}},
+                {"type": "sleep", "option": {"duration": -5}},
+                {"type": "digits_receive", "option": {"duration": 1.5, "length": "3", "key": 35}},
+                {"id": "g", "type": "goto", "option": {"target_id": "g", "loop_count": "2"}},
+                {"type": "variable_set", "option": {"key": "k", "value": 1}},
+                {"type": "condition_variable", "option": {
+                    "condition": "=~", "variable": "v", "value_type": "number", "value_number": "3"
+                }},
+                {"type": "hangup", "option": {"reason": false}},
+            ])),
+            vec![
+                (p("actions[0].option"), p("must be an object")),
+                (p("actions[1].option.text"), p("must be a string")),
+                (p("actions[1].option.language"), p("must be a string")),
+                (
+                    p("actions[1].option.digits_handle"),
+                    p(r#"must be "" or "next""#)
+                ),
+                (p("actions[2].option.stream_urls[1]"), p("must be a string")),
+                (
+                    p("actions[3].option.stream_urls"),
+                    p("must be an array of strings")
+                ),
+                (
+                    p("actions[4].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+                (
+                    p("actions[5].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+                (
+                    p("actions[6].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+                (
+                    p("actions[6].option.length"),
+                    p("must be a non-negative integer")
+                ),
+                (p("actions[6].option.key"), p("must be a string")),
+                (p("actions[7].option.loop_count"), p("must be an integer")),
+                (p("actions[8].option.value"), p("must be a string")),
+                (
+                    p("actions[9].option.condition"),
+                    p(r#"must be one of "==", "!=", ">", ">=", "<" or "<=""#)
+                ),
+                (p("actions[9].option.value_number"), p("must be a number")),
+                (p("actions[10].option.reason"), p("must be a string")),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_required_options() {
+        assert_eq!(
+            errors(json!([
+                {"type": "talk"},
+                {"type": "talk", "option": {"text": ""}},
+                {"type": "play", "option": {}},
+                {"type": "play", "option": {"stream_urls": []}},
+                {"type": "variable_set", "option": {"value": "x"}},
+                {"type": "condition_variable", "option": {}},
+                {"type": "condition_variable", "option": {
+                    "condition": "==", "variable": "v", "value_type": "float"
+                }},
+            ])),
+            vec![
+                (
+                    p("actions[0].option.text"),
+                    p("talk needs a non-empty text")
+                ),
+                (
+                    p("actions[1].option.text"),
+                    p("talk needs a non-empty text")
+                ),
+                (
+                    p("actions[2].option.stream_urls"),
+                    p("play needs at least one URL in stream_urls")
+                ),
+                (
+                    p("actions[3].option.stream_urls"),
+                    p("play needs at least one URL in stream_urls")
+                ),
+                (p("actions[4].option.key"), p("variable_set needs a key")),
+                (
+                    p("actions[5].option.condition"),
+                    p(
+                        r#"condition_variable needs a condition: one of "==", "!=", ">", ">=", "<" or "<=""#
+                    )
+                ),
+                (
+                    p("actions[5].option.variable"),
+                    p("condition_variable needs a variable to test")
+                ),
+                (
+                    p("actions[5].option.value_type"),
+                    p(
+                        r#"condition_variable needs a value_type: one of "string", "number" or "length""#
+                    )
+                ),
+                (
+                    p("actions[6].option.value_type"),
+                    p(r#"must be one of "string", "number" or "length""#)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn known_options_this_version_cannot_honour_are_refused() {
+        assert_eq!(
+            errors(json!([
+                {"type": "talk", "option": {"text": "hi", "async": true}},
+                {"type": "talk", "option": {"text": "hi", "async": "yes"}},
+                {"type": "hangup", "option": {"reference_id": "b8573f30-b031-11ed-ac05-3bc9a62e64c3"}},
+            ])),
+            vec![
+                (
+                    p("actions[0].option.async"),
+                    p("talk with async: true is not supported yet")
+                ),
+                (p("actions[1].option.async"), p("must be a boolean")),
+                (
+                    p("actions[2].option.reference_id"),
+                    p(
+                        "hangup with a reference_id (relaying another call's hangup cause) is not supported yet"
+                    )
+                ),
+            ]
+        );
+        compile(&json!([
+            {"type": "talk", "option": {"text": "hi", "async": false}},
+            {"type": "hangup", "option": {"reference_id": "00000000-0000-0000-0000-000000000000"}},
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn unknown_options_and_fields_are_ignored_and_nulls_are_absent() {
+        let program = compile(&json!([
+            {"type": "answer", "tm_execute": "2024-01-01", "extra": {"x": 1}},
+            {"type": "talk", "option": {"text": "hi", "provider": "gcp", "voice_id": 3,
+                                        "language": null, "async": false}},
+            {"type": "sleep", "option": {"duration": null}},
+            {"type": "hangup", "option": null},
+        ]))
+        .unwrap();
+        assert_eq!(program.len(), 4);
+        assert!(program.warnings().is_empty(), "{:?}", program.warnings());
+    }
+
+    #[test]
+    fn goto_without_positive_loop_count_warns() {
+        assert_eq!(
+            warnings(json!([
+                {"id": "top", "type": "answer"},
+                {"type": "goto", "option": {"target_id": "top"}},
+                {"type": "goto", "option": {"target_id": "top", "loop_count": 0}},
+                {"type": "goto", "option": {"target_id": "top", "loop_count": 3}},
+                {"type": "hangup"},
+            ])),
+            vec![
+                (
+                    p("actions[1].option.loop_count"),
+                    p(
+                        "goto without a positive loop_count never jumps; it falls through to the next action"
+                    )
+                ),
+                (
+                    p("actions[2].option.loop_count"),
+                    p(
+                        "goto without a positive loop_count never jumps; it falls through to the next action"
+                    )
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn warnings_travel_with_errors() {
+        let diags = compile(&json!([
+            {"type": "goto", "option": {"target_id": "x"}},
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            diags
+                .iter()
+                .map(|d| (d.severity, d.path.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (Severity::Error, "actions[0].option.target_id"),
+                (Severity::Warning, "actions[0].option.loop_count"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unreachable_actions_warn() {
+        assert_eq!(
+            warnings(json!([
+                {"type": "answer"},
+                {"type": "hangup"},
+                {"id": "orphan", "type": "talk", "option": {"text": "never"}},
+                {"type": "stop"},
+            ])),
+            vec![
+                (
+                    p("actions[2]"),
+                    p("unreachable: no path from the first action leads here")
+                ),
+                (
+                    p("actions[3]"),
+                    p("unreachable: no path from the first action leads here")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn branch_targets_make_actions_reachable() {
+        let w = warnings(json!([
+            {"type": "digits_receive", "option": {"length": 1}},
+            {"type": "branch", "option": {"target_ids": {"1": "one"}, "default_target_id": "other"}},
+            {"id": "never", "type": "talk", "option": {"text": "skipped by the default"}},
+            {"id": "one", "type": "hangup"},
+            {"id": "other", "type": "stop"},
+        ]));
+        assert_eq!(
+            w,
+            vec![(
+                p("actions[2]"),
+                p("unreachable: no path from the first action leads here")
+            )]
+        );
+    }
+
+    #[test]
+    fn endless_loops_warn_once() {
+        let message = p(
+            "enters a loop with no way out (no hangup, stop or end of the flow is reachable \
+             from here); it repeats until the execution limit ends the flow",
+        );
+        assert_eq!(
+            warnings(json!([
+                {"id": "a", "type": "answer"},
+                {"id": "b", "type": "talk", "option": {"text": "again"}, "next_id": "c"},
+                {"id": "c", "type": "sleep", "option": {"duration": 10}, "next_id": "b"},
+            ])),
+            vec![(p("actions[0]"), message.clone())]
+        );
+        // A goto with a loop_count falls through eventually: no warning.
+        assert!(
+            warnings(json!([
+                {"id": "a", "type": "talk", "option": {"text": "again"}},
+                {"type": "goto", "option": {"target_id": "a", "loop_count": 5}},
+            ]))
+            .is_empty()
+        );
+        // A menu whose every branch returns to the menu.
+        assert_eq!(
+            warnings(json!([
+                {"id": "menu", "type": "digits_receive", "option": {"length": 1}},
+                {"type": "branch", "option": {"target_ids": {"1": "menu"}, "default_target_id": "menu"}},
+            ])),
+            vec![(p("actions[0]"), message)]
+        );
+    }
+
+    #[test]
+    fn condition_false_target_counts_as_edge() {
+        assert!(
+            warnings(json!([
+                {"type": "condition_variable", "option": {
+                    "condition": ">=", "variable": "n", "value_type": "number",
+                    "value_number": 3, "false_target_id": "low"}},
+                {"type": "hangup"},
+                {"id": "low", "type": "stop"},
+            ]))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn empty_flow_compiles_with_a_warning() {
+        assert_eq!(
+            warnings(json!([])),
+            vec![(p("actions"), p("the flow has no actions"))]
+        );
+    }
+
+    #[test]
+    fn lookup_by_id_and_raw_option() {
+        let program = compile(&json!([
+            {"id": "x", "type": "talk", "option": {"text": "hi ${n}"}},
+            {"type": "hangup"},
+        ]))
+        .unwrap();
+        let action = program.action("x").unwrap();
+        assert_eq!(action.action_type(), ActionType::Talk);
+        assert_eq!(action.option(), &json!({"text": "hi ${n}"}));
+        assert_eq!(program.index_of("x"), Some(0));
+        assert!(program.action("y").is_none());
+        assert_eq!(program.actions()[1].option(), &json!({}));
+    }
+
+    #[test]
+    fn options_parse_into_steps() {
+        let program = compile(&json!([
+            {"type": "digits_receive"},
+            {"type": "digits_receive", "option": {"duration": 0, "length": 4, "key": "#*"}},
+            {"type": "branch", "option": {"variable": "${menu.choice}"}},
+            {"type": "branch", "option": {"variable": ""}},
+            {"type": "condition_variable", "option": {
+                "condition": "!=", "variable": "${a}-${b}", "value_type": "length", "value_length": 2}},
+            {"type": "condition_variable", "option": {
+                "condition": "<", "variable": "${a}", "value_type": "string"}},
+        ]))
+        .unwrap();
+        let steps: Vec<&Step> = program.actions().iter().map(|a| &a.step).collect();
+        assert_eq!(
+            steps[0],
+            &Step::DigitsReceive(DigitsReceive {
+                duration: Duration::from_millis(5000),
+                length: 0,
+                keys: String::new()
+            })
+        );
+        assert_eq!(
+            steps[1],
+            &Step::DigitsReceive(DigitsReceive {
+                duration: Duration::from_millis(5000),
+                length: 4,
+                keys: "#*".into()
+            })
+        );
+        let Step::Branch(b) = steps[2] else { panic!() };
+        assert_eq!(b.variable, "menu.choice");
+        let Step::Branch(b) = steps[3] else { panic!() };
+        assert_eq!(b.variable, "voipbin.call.digits");
+        let Step::ConditionVariable(c) = steps[4] else {
+            panic!()
+        };
+        assert_eq!(c.subject, Subject::Template("${a}-${b}".into()));
+        assert_eq!(c.operand, Operand::Length(2));
+        let Step::ConditionVariable(c) = steps[5] else {
+            panic!()
+        };
+        assert_eq!(c.subject, Subject::Variable("a".into()));
+        assert_eq!(c.operand, Operand::String(String::new()));
+    }
+
+    #[test]
+    fn assign_ids_fills_missing_empty_and_nil_ids() {
+        let mut actions = json!([
+            {"type": "answer"},
+            {"id": "keep", "type": "answer"},
+            {"id": "", "type": "answer"},
+            {"id": null, "type": "answer"},
+            {"id": "00000000-0000-0000-0000-000000000000", "type": "answer"},
+            {"id": 5, "type": "answer"},
+            "not an object",
+        ]);
+        let mut n = 0;
+        assign_ids(&mut actions, || {
+            n += 1;
+            format!("id-{n}")
+        });
+        let ids: Vec<Value> = actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.get("id").cloned().unwrap_or(Value::Null))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                json!("id-1"),
+                json!("keep"),
+                json!("id-2"),
+                json!("id-3"),
+                json!("id-4"),
+                json!(5),
+                Value::Null
+            ]
+        );
+        let mut not_array = json!({"type": "answer"});
+        assign_ids(&mut not_array, || unreachable!());
+        assert_eq!(not_array, json!({"type": "answer"}));
+    }
+
+    #[test]
+    fn diagnostic_display_and_json() {
+        let d = Diagnostic::error("actions[1].type".into(), "unknown action type 'x'".into());
+        assert_eq!(
+            d.to_string(),
+            "error at actions[1].type: unknown action type 'x'"
+        );
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"severity": "error", "path": "actions[1].type", "message": "unknown action type 'x'"})
+        );
+    }
+
+    #[test]
+    fn hostile_inputs_do_not_panic() {
+        for v in [
+            json!(null),
+            json!(1),
+            json!([null, 1, [], {}]),
+            json!([{"type": "branch", "option": {"target_ids": {"": 1, "\"": null}}}]),
+            json!([{"type": "digits_receive", "option": {"length": u64::MAX, "duration": u64::MAX}}]),
+            json!([{"type": "goto", "option": {"target_id": "x", "loop_count": i64::MIN}, "id": "x"}]),
+            json!([{"type": "condition_variable", "option": {"condition": "==", "variable": "${",
+                                                              "value_type": "number", "value_number": 1e308}}]),
+        ] {
+            let _ = compile(&v);
+        }
+    }
+}

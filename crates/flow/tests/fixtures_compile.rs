@@ -1,0 +1,110 @@
+//! Every example flow under `tests/flows/` compiles, without warnings.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use voxflow_flow as flow;
+
+#[test]
+fn fixtures_compile_without_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/flows exists") {
+        let path = entry.expect("readable dir entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable fixture");
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", path.display()));
+        let program = flow::compile(&json)
+            .unwrap_or_else(|d| panic!("{}: does not compile: {d:#?}", path.display()));
+        assert!(
+            program.warnings().is_empty(),
+            "{}: warnings {:#?}",
+            path.display(),
+            program.warnings()
+        );
+        assert!(!program.is_empty());
+        count += 1;
+    }
+    assert!(count >= 5, "expected the example flows, found {count}");
+}
+
+#[test]
+fn fixtures_survive_assign_ids_and_recompile() {
+    let text = include_str!("flows/ivr.json");
+    let mut json: serde_json::Value = serde_json::from_str(text).unwrap();
+    // Drop one id; assign_ids fills it and the flow still compiles with the same shape.
+    json[7].as_object_mut().unwrap().remove("id");
+    let mut n = 0;
+    flow::assign_ids(&mut json, || {
+        n += 1;
+        format!("generated-{n}")
+    });
+    assert_eq!(json[7]["id"], "generated-1");
+    assert_eq!(json[0]["id"], "answer");
+    let program = flow::compile(&json).unwrap();
+    assert_eq!(program.len(), 9);
+    assert_eq!(program.index_of("generated-1"), Some(7));
+}
+
+#[test]
+fn mutated_fixtures_never_panic_and_report_action_paths() {
+    let replacements = [
+        serde_json::json!(null),
+        serde_json::json!(true),
+        serde_json::json!(-1),
+        serde_json::json!(1.5),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(""),
+        serde_json::json!("x"),
+        serde_json::json!("00000000-0000-0000-0000-000000000000"),
+        serde_json::json!([]),
+        serde_json::json!(["a", 1]),
+        serde_json::json!({}),
+        serde_json::json!({"k": "v"}),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let actions = original.as_array().unwrap();
+        for (i, action) in actions.iter().enumerate() {
+            let mut fields: Vec<Vec<String>> = action
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| vec![k.clone()])
+                .collect();
+            if let Some(option) = action.get("option").and_then(|o| o.as_object()) {
+                fields.extend(option.keys().map(|k| vec!["option".into(), k.clone()]));
+            }
+            for field in &fields {
+                for replacement in &replacements {
+                    let mut mutated = original.clone();
+                    let mut target = &mut mutated[i];
+                    for key in field {
+                        target = &mut target[key.as_str()];
+                    }
+                    *target = replacement.clone();
+                    if let Err(diags) = flow::compile(&mutated) {
+                        assert!(diags.iter().any(|d| d.severity == flow::Severity::Error));
+                        for d in diags {
+                            // Every path names an existing action (a removed id may also break
+                            // the actions that refer to it).
+                            let index: usize = d
+                                .path
+                                .strip_prefix("actions[")
+                                .and_then(|rest| rest.split(']').next())
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or_else(|| panic!("{}: bad path in {d}", path.display()));
+                            assert!(index < actions.len(), "{d}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
