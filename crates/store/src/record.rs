@@ -1,0 +1,108 @@
+//! Domain records as the store keeps them.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A tenant. Every other record belongs to exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Account id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Creation time, UTC ISO-8601.
+    pub tm_create: String,
+}
+
+/// A stored flow: the action list as submitted (with ids assigned), already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRecord {
+    /// Flow id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Free-text description.
+    pub detail: String,
+    /// The JSON array of actions.
+    pub actions: serde_json::Value,
+    /// Creation time, UTC ISO-8601.
+    pub tm_create: String,
+    /// Last update time, UTC ISO-8601.
+    pub tm_update: String,
+}
+
+/// A phone number routed to a flow for inbound calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberRecord {
+    /// Number id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// The number as given, e.g. `+15550100`.
+    pub number: String,
+    /// Flow run for inbound calls.
+    pub call_flow_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Creation time, UTC ISO-8601.
+    pub tm_create: String,
+}
+
+/// A call detail record, updated as the call progresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// Call id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Flow the call runs, if any.
+    pub flow_id: Option<Uuid>,
+    /// `incoming` or `outgoing`.
+    pub direction: String,
+    /// `dialing`, `ringing`, `progressing`, `terminating`, `canceling` or `hangup`.
+    pub status: String,
+    /// Address type of the caller (`tel` or `sip`).
+    pub source_type: String,
+    /// The caller.
+    pub source_target: String,
+    /// Address type of the callee.
+    pub destination_type: String,
+    /// The callee.
+    pub destination_target: String,
+    /// Why the call ended (`normal`, `cancel`, `failed`, `timeout`, `restart`, ...); empty while live.
+    pub hangup_reason: String,
+    /// Who ended it: `local`, `remote`; empty while live.
+    pub hangup_by: String,
+    /// The SIP Call-ID.
+    pub sip_call_id: String,
+    /// Creation time.
+    pub tm_create: String,
+    /// When it started ringing.
+    pub tm_ringing: Option<String>,
+    /// When it was answered.
+    pub tm_progressing: Option<String>,
+    /// When it ended.
+    pub tm_hangup: Option<String>,
+    /// Last change.
+    pub tm_update: String,
+}
+
+/// Keyset pagination over lists ordered newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many records.
+    pub size: u32,
+    /// Only records after this one in list order: the previous page's last `(tm_create, id)`.
+    pub after: Option<(String, String)>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            size: 100,
+            after: None,
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! The embedded SQLite backend (WAL mode), with its own migrations.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use uuid::Uuid;
+
+use crate::{
+    Account, CallRecord, FlowRecord, NumberRecord, Page, Store, StoreError, hash_token,
+    normalize_number,
+};
+
+/// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`) and
+    /// apply pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let memory = url.contains(":memory:");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .busy_timeout(std::time::Duration::from_secs(5));
+        // Each in-memory connection is its own database: keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        for &(version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            tracing::info!(version, "applied sqlite migration");
+        }
+        Ok(())
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn unique_violation(err: sqlx::Error, what: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => backend(err),
+    }
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
+    let text: String = row.try_get(col).map_err(backend)?;
+    Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn opt_uuid_col(row: &SqliteRow, col: &str) -> Result<Option<Uuid>, StoreError> {
+    let text: Option<String> = row.try_get(col).map_err(backend)?;
+    text.map(|t| Uuid::parse_str(&t).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn text(row: &SqliteRow, col: &str) -> Result<String, StoreError> {
+    row.try_get(col).map_err(backend)
+}
+
+fn opt_text(row: &SqliteRow, col: &str) -> Result<Option<String>, StoreError> {
+    row.try_get(col).map_err(backend)
+}
+
+fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: uuid_col(row, "id")?,
+        name: text(row, "name")?,
+        tm_create: text(row, "tm_create")?,
+    })
+}
+
+fn flow_from_row(row: &SqliteRow) -> Result<FlowRecord, StoreError> {
+    let actions: String = text(row, "actions")?;
+    Ok(FlowRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        name: text(row, "name")?,
+        detail: text(row, "detail")?,
+        actions: serde_json::from_str(&actions)
+            .map_err(|e| StoreError::Corrupt(format!("flow actions: {e}")))?,
+        tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn number_from_row(row: &SqliteRow) -> Result<NumberRecord, StoreError> {
+    Ok(NumberRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        number: text(row, "display_number")?,
+        call_flow_id: uuid_col(row, "call_flow_id")?,
+        name: text(row, "name")?,
+        tm_create: text(row, "tm_create")?,
+    })
+}
+
+fn call_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
+    Ok(CallRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        flow_id: opt_uuid_col(row, "flow_id")?,
+        direction: text(row, "direction")?,
+        status: text(row, "status")?,
+        source_type: text(row, "source_type")?,
+        source_target: text(row, "source_target")?,
+        destination_type: text(row, "destination_type")?,
+        destination_target: text(row, "destination_target")?,
+        hangup_reason: text(row, "hangup_reason")?,
+        hangup_by: text(row, "hangup_by")?,
+        sip_call_id: text(row, "sip_call_id")?,
+        tm_create: text(row, "tm_create")?,
+        tm_ringing: opt_text(row, "tm_ringing")?,
+        tm_progressing: opt_text(row, "tm_progressing")?,
+        tm_hangup: opt_text(row, "tm_hangup")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+/// `(tm_create, id)` of the last record seen, or a sentinel that sorts after everything.
+fn cursor(page: &Page) -> (String, String) {
+    page.after
+        .clone()
+        .unwrap_or_else(|| ("\u{10FFFF}".to_owned(), String::new()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn bootstrap(
+        &self,
+        token: Option<&str>,
+        now: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if accounts > 0 {
+            return Ok(None);
+        }
+        let token = match token {
+            Some(t) => t.to_owned(),
+            None => format!("vf_{}", Uuid::new_v4().simple()),
+        };
+        let account = Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO accounts (id, name, tm_create) VALUES (?, ?, ?)")
+            .bind(&account)
+            .bind("default")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO api_tokens (token_hash, account_id, tm_create) VALUES (?, ?, ?)")
+            .bind(hash_token(&token))
+            .bind(&account)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(token))
+    }
+
+    async fn first_account(&self) -> Result<Option<Account>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, name, tm_create FROM accounts ORDER BY tm_create, id LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|row| account_from_row(&row)).transpose()
+    }
+
+    async fn account_by_token(&self, token: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.tm_create FROM api_tokens t \
+             JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = ?",
+        )
+        .bind(hash_token(token))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|row| account_from_row(&row)).transpose()
+    }
+
+    async fn create_flow(&self, flow: &FlowRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO flows (id, account_id, name, detail, actions, tm_create, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(flow.id.to_string())
+        .bind(flow.account_id.to_string())
+        .bind(&flow.name)
+        .bind(&flow.detail)
+        .bind(flow.actions.to_string())
+        .bind(&flow.tm_create)
+        .bind(&flow.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "flow"))?;
+        Ok(())
+    }
+
+    async fn flow(&self, account: Uuid, id: Uuid) -> Result<Option<FlowRecord>, StoreError> {
+        sqlx::query("SELECT * FROM flows WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(flow_from_row)
+            .transpose()
+    }
+
+    async fn list_flows(&self, account: Uuid, page: &Page) -> Result<Vec<FlowRecord>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM flows WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(flow_from_row)
+        .collect()
+    }
+
+    async fn create_number(&self, number: &NumberRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO numbers (id, account_id, number, display_number, call_flow_id, name, tm_create) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(number.id.to_string())
+        .bind(number.account_id.to_string())
+        .bind(normalize_number(&number.number))
+        .bind(&number.number)
+        .bind(number.call_flow_id.to_string())
+        .bind(&number.name)
+        .bind(&number.tm_create)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "number"))?;
+        Ok(())
+    }
+
+    async fn number(&self, account: Uuid, id: Uuid) -> Result<Option<NumberRecord>, StoreError> {
+        sqlx::query("SELECT * FROM numbers WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(number_from_row)
+            .transpose()
+    }
+
+    async fn list_numbers(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<NumberRecord>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM numbers WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(number_from_row)
+        .collect()
+    }
+
+    async fn number_for_inbound(&self, digits: &str) -> Result<Option<NumberRecord>, StoreError> {
+        sqlx::query("SELECT * FROM numbers WHERE number = ?")
+            .bind(normalize_number(digits))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(number_from_row)
+            .transpose()
+    }
+
+    async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO calls (id, account_id, flow_id, direction, status, source_type, source_target, \
+             destination_type, destination_target, hangup_reason, hangup_by, sip_call_id, tm_create, \
+             tm_ringing, tm_progressing, tm_hangup, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(call.id.to_string())
+        .bind(call.account_id.to_string())
+        .bind(call.flow_id.map(|f| f.to_string()))
+        .bind(&call.direction)
+        .bind(&call.status)
+        .bind(&call.source_type)
+        .bind(&call.source_target)
+        .bind(&call.destination_type)
+        .bind(&call.destination_target)
+        .bind(&call.hangup_reason)
+        .bind(&call.hangup_by)
+        .bind(&call.sip_call_id)
+        .bind(&call.tm_create)
+        .bind(&call.tm_ringing)
+        .bind(&call.tm_progressing)
+        .bind(&call.tm_hangup)
+        .bind(&call.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "call"))?;
+        Ok(())
+    }
+
+    async fn update_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calls SET flow_id = ?, status = ?, hangup_reason = ?, hangup_by = ?, \
+             tm_ringing = ?, tm_progressing = ?, tm_hangup = ?, tm_update = ? WHERE id = ?",
+        )
+        .bind(call.flow_id.map(|f| f.to_string()))
+        .bind(&call.status)
+        .bind(&call.hangup_reason)
+        .bind(&call.hangup_by)
+        .bind(&call.tm_ringing)
+        .bind(&call.tm_progressing)
+        .bind(&call.tm_hangup)
+        .bind(&call.tm_update)
+        .bind(call.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn call(&self, account: Uuid, id: Uuid) -> Result<Option<CallRecord>, StoreError> {
+        sqlx::query("SELECT * FROM calls WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(call_from_row)
+            .transpose()
+    }
+
+    async fn list_calls(&self, account: Uuid, page: &Page) -> Result<Vec<CallRecord>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM calls WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(call_from_row)
+        .collect()
+    }
+
+    async fn close_live_calls(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE calls SET status = 'hangup', hangup_reason = ?, hangup_by = 'local', \
+             tm_hangup = ?, tm_update = ? WHERE status != 'hangup'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-11-21T10:00:00.000000Z";
+
+    async fn store() -> SqliteStore {
+        SqliteStore::open("sqlite::memory:").await.unwrap()
+    }
+
+    async fn account(store: &SqliteStore) -> Account {
+        let token = store.bootstrap(Some("tok"), NOW).await.unwrap().unwrap();
+        store.account_by_token(&token).await.unwrap().unwrap()
+    }
+
+    fn call(account: Uuid, tm: &str) -> CallRecord {
+        CallRecord {
+            id: Uuid::new_v4(),
+            account_id: account,
+            flow_id: None,
+            direction: "incoming".into(),
+            status: "ringing".into(),
+            source_type: "tel".into(),
+            source_target: "+15550001".into(),
+            destination_type: "tel".into(),
+            destination_target: "+15550100".into(),
+            hangup_reason: String::new(),
+            hangup_by: String::new(),
+            sip_call_id: "abc@host".into(),
+            tm_create: tm.into(),
+            tm_ringing: Some(tm.into()),
+            tm_progressing: None,
+            tm_hangup: None,
+            tm_update: tm.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn store_bootstrap_only_once_and_tokens_are_hashed() {
+        let s = store().await;
+        assert_eq!(
+            s.bootstrap(Some("secret"), NOW).await.unwrap().as_deref(),
+            Some("secret")
+        );
+        assert_eq!(s.bootstrap(Some("other"), NOW).await.unwrap(), None);
+        assert!(s.account_by_token("secret").await.unwrap().is_some());
+        assert!(s.account_by_token("other").await.unwrap().is_none());
+        let stored: String = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, hash_token("secret"));
+        assert_ne!(stored, "secret");
+    }
+
+    #[tokio::test]
+    async fn store_generates_a_token_when_none_given() {
+        let s = store().await;
+        let token = s.bootstrap(None, NOW).await.unwrap().unwrap();
+        assert!(token.len() > 20);
+        assert!(s.account_by_token(&token).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn store_numbers_match_with_or_without_plus_and_are_unique() {
+        let s = store().await;
+        let a = account(&s).await;
+        let n = NumberRecord {
+            id: Uuid::new_v4(),
+            account_id: a.id,
+            number: "+15550100".into(),
+            call_flow_id: Uuid::new_v4(),
+            name: String::new(),
+            tm_create: NOW.into(),
+        };
+        s.create_number(&n).await.unwrap();
+        assert_eq!(
+            s.number_for_inbound("15550100").await.unwrap(),
+            Some(n.clone())
+        );
+        assert_eq!(
+            s.number_for_inbound("+15550100").await.unwrap(),
+            Some(n.clone())
+        );
+        assert!(s.number_for_inbound("15550199").await.unwrap().is_none());
+        let dup = NumberRecord {
+            id: Uuid::new_v4(),
+            number: "15550100".into(),
+            ..n
+        };
+        assert!(matches!(
+            s.create_number(&dup).await,
+            Err(StoreError::Conflict("number"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_records_are_scoped_to_their_account() {
+        let s = store().await;
+        let a = account(&s).await;
+        let c = call(a.id, NOW);
+        s.insert_call(&c).await.unwrap();
+        assert_eq!(s.call(a.id, c.id).await.unwrap(), Some(c.clone()));
+        assert_eq!(s.call(Uuid::new_v4(), c.id).await.unwrap(), None);
+        assert!(
+            s.list_calls(Uuid::new_v4(), &Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn store_lists_page_newest_first_without_gaps() {
+        let s = store().await;
+        let a = account(&s).await;
+        for i in 0..5 {
+            s.insert_call(&call(a.id, &format!("2026-11-21T10:00:0{i}.000000Z")))
+                .await
+                .unwrap();
+        }
+        // Two with the same timestamp must not be skipped across a page boundary.
+        s.insert_call(&call(a.id, "2026-11-21T10:00:02.000000Z"))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut page = Page {
+            size: 2,
+            after: None,
+        };
+        loop {
+            let got = s.list_calls(a.id, &page).await.unwrap();
+            let Some(last) = got.last() else { break };
+            page.after = Some((last.tm_create.clone(), last.id.to_string()));
+            seen.extend(got);
+        }
+        assert_eq!(seen.len(), 6);
+        assert!(seen.windows(2).all(|w| w[0].tm_create >= w[1].tm_create));
+    }
+
+    #[tokio::test]
+    async fn store_close_live_calls_marks_restart() {
+        let s = store().await;
+        let a = account(&s).await;
+        let live = call(a.id, NOW);
+        let mut ended = call(a.id, NOW);
+        ended.status = "hangup".into();
+        ended.hangup_reason = "normal".into();
+        s.insert_call(&live).await.unwrap();
+        s.insert_call(&ended).await.unwrap();
+        assert_eq!(s.close_live_calls("restart", NOW).await.unwrap(), 1);
+        let got = s.call(a.id, live.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status.as_str(), got.hangup_reason.as_str()),
+            ("hangup", "restart")
+        );
+        let untouched = s.call(a.id, ended.id).await.unwrap().unwrap();
+        assert_eq!(untouched.hangup_reason, "normal");
+    }
+}
