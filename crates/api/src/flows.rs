@@ -1,0 +1,123 @@
+//! `/v1.0/flows`: create (validated), list, get.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::error::FieldError;
+use crate::json::{List, Object, PageQuery, path_id};
+use crate::{ApiError, AppState};
+
+/// A flow as the API shows it.
+#[derive(Serialize)]
+pub(crate) struct FlowView {
+    id: Uuid,
+    customer_id: Uuid,
+    name: String,
+    detail: String,
+    actions: Value,
+    tm_create: String,
+    tm_update: String,
+}
+
+impl From<store::FlowRecord> for FlowView {
+    fn from(f: store::FlowRecord) -> Self {
+        FlowView {
+            id: f.id,
+            customer_id: f.account_id,
+            name: f.name,
+            detail: f.detail,
+            actions: f.actions,
+            tm_create: f.tm_create,
+            tm_update: f.tm_update,
+        }
+    }
+}
+
+/// Assign ids to actions that have none, then compile; the errors of `compile` become a 400 that
+/// lists every problem with its path.
+pub(crate) fn validated_actions(actions: Option<Value>) -> Result<Value, ApiError> {
+    let mut actions = match actions {
+        Some(v @ Value::Array(_)) => v,
+        Some(_) => return Err(ApiError::field("actions", "must be an array of actions")),
+        None => return Err(ApiError::field("actions", "is required")),
+    };
+    flow::assign_ids(&mut actions, || Uuid::new_v4().to_string());
+    if let Err(diagnostics) = flow::compile(&actions) {
+        let errors: Vec<FieldError> = diagnostics
+            .into_iter()
+            .filter(|d| d.severity == flow::Severity::Error)
+            .map(|d| FieldError {
+                path: d.path,
+                message: d.message,
+            })
+            .collect();
+        let message = match errors.first() {
+            Some(first) if errors.len() == 1 => {
+                format!("invalid flow: {}: {}", first.path, first.message)
+            }
+            Some(first) => format!(
+                "invalid flow: {}: {} (and {} more)",
+                first.path,
+                first.message,
+                errors.len() - 1
+            ),
+            None => "invalid flow".to_owned(),
+        };
+        return Err(ApiError::BadRequest { message, errors });
+    }
+    Ok(actions)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    body: Bytes,
+) -> Result<Json<FlowView>, ApiError> {
+    let mut body = Object::parse(&body)?;
+    let name = body.opt_string("name")?;
+    let detail = body.opt_string("detail")?;
+    let actions = validated_actions(body.take("actions"))?;
+    let now = store::utc_now();
+    let record = store::FlowRecord {
+        id: Uuid::new_v4(),
+        account_id: account.id,
+        name,
+        detail,
+        actions,
+        tm_create: now.clone(),
+        tm_update: now,
+    };
+    state.store.create_flow(&record).await?;
+    Ok(Json(record.into()))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = state
+        .store
+        .flow(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(flow.into()))
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<FlowView>>, ApiError> {
+    let page = query.page()?;
+    let flows = state.store.list_flows(account.id, &page).await?;
+    let views = flows.into_iter().map(FlowView::from).collect();
+    Ok(Json(List::new(views, &page, |f: &FlowView| {
+        (f.tm_create.clone(), f.id)
+    })))
+}

@@ -1,0 +1,47 @@
+//! voxflow HTTP API.
+//!
+//! Owns the native `/v1.0` surface (shaped like VoIPBIN's): routers per resource, the bearer/`?token=`
+//! auth extractor, and one [`ApiError`] type mapped to HTTP status and a JSON body in one place.
+//! It holds no call state: records come from the [`store::Store`], live calls from the runtime.
+//!
+//! Drive it with [`router`] and serve it on any listener (tests bind port 0).
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod auth;
+mod calls;
+mod error;
+mod flows;
+mod json;
+mod numbers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The platform's store.
+    pub store: Arc<dyn store::Store>,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1.0/flows", get(flows::list).post(flows::create))
+        .route("/v1.0/flows/{id}", get(flows::get))
+        .route("/v1.0/numbers", get(numbers::list).post(numbers::create))
+        .route("/v1.0/numbers/{id}", get(numbers::get))
+        .route("/v1.0/calls", get(calls::list))
+        .route("/v1.0/calls/{id}", get(calls::get))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! `/v1.0/numbers`: bind a number to a flow for inbound calls.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::json::{List, Object, PageQuery, path_id};
+use crate::{ApiError, AppState};
+
+/// A number as the API shows it.
+#[derive(Serialize)]
+pub(crate) struct NumberView {
+    id: Uuid,
+    customer_id: Uuid,
+    number: String,
+    call_flow_id: Uuid,
+    name: String,
+    tm_create: String,
+}
+
+impl From<store::NumberRecord> for NumberView {
+    fn from(n: store::NumberRecord) -> Self {
+        NumberView {
+            id: n.id,
+            customer_id: n.account_id,
+            number: n.number,
+            call_flow_id: n.call_flow_id,
+            name: n.name,
+            tm_create: n.tm_create,
+        }
+    }
+}
+
+/// A number is `+` then 1 to 20 digits, or digits alone (what a SIP Request-URI user part carries).
+fn check_number(number: &str) -> Result<(), ApiError> {
+    let digits = number.strip_prefix('+').unwrap_or(number);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::field(
+            "number",
+            "must be digits with an optional leading '+', e.g. +15550100",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    body: Bytes,
+) -> Result<Json<NumberView>, ApiError> {
+    let body = Object::parse(&body)?;
+    let number = body.string("number")?.trim().to_owned();
+    check_number(&number)?;
+    let call_flow_id = body.uuid("call_flow_id")?;
+    if state.store.flow(account.id, call_flow_id).await?.is_none() {
+        return Err(ApiError::field(
+            "call_flow_id",
+            "names no flow of this account",
+        ));
+    }
+    let record = store::NumberRecord {
+        id: Uuid::new_v4(),
+        account_id: account.id,
+        number,
+        call_flow_id,
+        name: body.opt_string("name")?,
+        tm_create: store::utc_now(),
+    };
+    state.store.create_number(&record).await?;
+    Ok(Json(record.into()))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<NumberView>, ApiError> {
+    let n = state
+        .store
+        .number(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(n.into()))
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<NumberView>>, ApiError> {
+    let page = query.page()?;
+    let numbers = state.store.list_numbers(account.id, &page).await?;
+    let views = numbers.into_iter().map(NumberView::from).collect();
+    Ok(Json(List::new(views, &page, |n: &NumberView| {
+        (n.tm_create.clone(), n.id)
+    })))
+}

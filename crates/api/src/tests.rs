@@ -1,0 +1,198 @@
+//! In-process API tests: a real router on a real (in-memory) SQLite store.
+
+use std::sync::Arc;
+
+use store::Store;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{AppState, router};
+
+const TOKEN: &str = "test-token";
+
+async fn app() -> axum::Router {
+    let store = store::SqliteStore::open("sqlite::memory:").await.unwrap();
+    store
+        .bootstrap(Some(TOKEN), &store::utc_now())
+        .await
+        .unwrap();
+    router(AppState {
+        store: Arc::new(store),
+    })
+}
+
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn ivr() -> Value {
+    json!({
+        "name": "ivr",
+        "actions": [
+            {"type": "answer"},
+            {"type": "talk", "option": {"text": "press one"}},
+            {"id": "menu", "type": "digits_receive", "option": {"duration": 5000, "length": 1}},
+            {"type": "branch", "option": {"target_ids": {"1": "one"}, "default_target_id": "other"}},
+            {"id": "one", "type": "talk", "option": {"text": "one"}, "next_id": "bye"},
+            {"id": "other", "type": "talk", "option": {"text": "other"}},
+            {"id": "bye", "type": "hangup"}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn api_requires_a_valid_token() {
+    let app = app().await;
+    let req = Request::builder()
+        .uri("/v1.0/flows")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let req = Request::builder()
+        .uri("/v1.0/flows")
+        .header("authorization", "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let req = Request::builder()
+        .uri(format!("/v1.0/flows?token={TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn api_flow_create_assigns_ids_and_reads_back() {
+    let app = app().await;
+    let (status, flow) = send(&app, "POST", "/v1.0/flows", Some(&ivr().to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{flow}");
+    let actions = flow["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 7);
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["id"].as_str().is_some_and(|id| !id.is_empty()))
+    );
+    assert_eq!(actions[2]["id"], "menu");
+    let id = flow["id"].as_str().unwrap();
+    let (status, again) = send(&app, "GET", &format!("/v1.0/flows/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, flow);
+    let (status, list) = send(&app, "GET", "/v1.0/flows", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["result"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn api_flow_with_dangling_target_is_refused_with_its_path() {
+    let app = app().await;
+    let mut flow = ivr();
+    flow["actions"][3]["option"]["target_ids"]["2"] = json!("nowhere");
+    let (status, err) = send(&app, "POST", "/v1.0/flows", Some(&flow.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        err["errors"][0]["path"], "actions[3].option.target_ids[\"2\"]",
+        "{err}"
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("nowhere"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn api_flow_with_unknown_type_is_refused() {
+    let app = app().await;
+    let body = json!({"name": "x", "actions": [{"type": "answer"}, {"type": "dance"}]});
+    let (status, err) = send(&app, "POST", "/v1.0/flows", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["errors"][0]["path"], "actions[1].type", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("dance"), "{err}");
+}
+
+#[tokio::test]
+async fn api_bad_json_is_a_400_not_a_panic() {
+    let app = app().await;
+    for body in ["{", "[]", "{\"actions\": 3}", "", "\u{0}"] {
+        let (status, err) = send(&app, "POST", "/v1.0/flows", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(err["error"], "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn api_numbers_bind_to_flows_of_the_account() {
+    let app = app().await;
+    let (_, flow) = send(&app, "POST", "/v1.0/flows", Some(&ivr().to_string())).await;
+    let flow_id = flow["id"].as_str().unwrap();
+    let body = json!({"number": "+15550100", "call_flow_id": flow_id}).to_string();
+    let (status, number) = send(&app, "POST", "/v1.0/numbers", Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{number}");
+    assert_eq!(number["number"], "+15550100");
+    // The same digits without '+' are the same number.
+    let dup = json!({"number": "15550100", "call_flow_id": flow_id}).to_string();
+    assert_eq!(
+        send(&app, "POST", "/v1.0/numbers", Some(&dup)).await.0,
+        StatusCode::CONFLICT
+    );
+    let stranger = json!({"number": "+15550101", "call_flow_id": uuid::Uuid::new_v4()}).to_string();
+    let (status, err) = send(&app, "POST", "/v1.0/numbers", Some(&stranger)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["errors"][0]["path"], "call_flow_id");
+    let bad = json!({"number": "sales", "call_flow_id": flow_id}).to_string();
+    let (status, err) = send(&app, "POST", "/v1.0/numbers", Some(&bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["errors"][0]["path"], "number");
+}
+
+#[tokio::test]
+async fn api_unknown_ids_are_404() {
+    let app = app().await;
+    let id = uuid::Uuid::new_v4();
+    assert_eq!(
+        send(&app, "GET", &format!("/v1.0/calls/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, "GET", "/v1.0/calls/not-a-uuid", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, "GET", "/v1.0/nothing", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, list) = send(&app, "GET", "/v1.0/calls?page_size=0", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(list["errors"][0]["path"], "page_size");
+}
