@@ -1,0 +1,164 @@
+//! voxflow runtime: the only crate with sockets, tasks and timers.
+//!
+//! It drives the sans-IO cores: the SIP endpoint task owns the signalling sockets and the
+//! [`sip::TransactionLayer`]; each call is one task owning its [`sip::Dialog`], its media session
+//! handle and its [`flow::Interpreter`]; media runs on a few worker threads that tick every RTP
+//! session on a shared 20 ms clock (see `media_engine`). No protocol logic lives here.
+//!
+//! Start it with [`Runtime::start`]; stop it with [`Runtime::shutdown`], which hangs up every call
+//! (BYE) before returning.
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod audio;
+mod call;
+mod endpoint;
+mod media_engine;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SIP listen address (UDP, and TCP on the same port).
+    pub sip_listen: SocketAddr,
+    /// RTP port range, inclusive.
+    pub rtp_ports: (u16, u16),
+    /// Where caches live (TTS audio under `cache/`).
+    pub data_dir: PathBuf,
+    /// Media worker threads (default: one per core).
+    pub media_workers: usize,
+    /// The address put in SDP and Contact when listening on an unspecified address.
+    pub advertise_ip: Option<IpAddr>,
+    /// Caps for every flow run.
+    pub flow_limits: flow::Limits,
+}
+
+/// What every task of the runtime shares (read-only).
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn store::Store>,
+    pub(crate) media: media_engine::MediaEngine,
+    pub(crate) tts: Arc<dyn speech::TtsEngine>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) codecs: Vec<sdp::Codec>,
+    pub(crate) flow_limits: flow::Limits,
+    advertise_ip: Option<IpAddr>,
+}
+
+impl Shared {
+    /// The IP to put in SDP/Contact for a socket bound to `bound`.
+    pub(crate) fn advertised_ip(&self, bound: IpAddr) -> IpAddr {
+        if !bound.is_unspecified() {
+            return bound;
+        }
+        self.advertise_ip
+            .unwrap_or_else(|| route_ip().unwrap_or(IpAddr::from([127, 0, 0, 1])))
+    }
+}
+
+/// The local address the kernel would use to reach the outside (no packet is sent).
+fn route_ip() -> Option<IpAddr> {
+    let socket = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("192.0.2.1", 9)).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+/// The clock of the shell: tokio's, so that paused-time tests cover the stack.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Errors starting the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(String),
+}
+
+/// A running runtime.
+pub struct Runtime {
+    endpoint: endpoint::EndpointHandle,
+    sip_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Bind the SIP sockets, start the media workers and the endpoint.
+    pub async fn start(
+        config: Config,
+        store: Arc<dyn store::Store>,
+    ) -> Result<Runtime, StartError> {
+        let workers = if config.media_workers == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            config.media_workers
+        };
+        let (low, high) = config.rtp_ports;
+        let media = media_engine::MediaEngine::start(workers, config.sip_listen.ip(), low, high)
+            .map_err(|source| StartError::Bind {
+                what: "media workers",
+                addr: format!("{low}-{high}"),
+                source,
+            })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let tts: Arc<dyn speech::TtsEngine> =
+            Arc::new(speech::Espeak::new(config.data_dir.join("cache")));
+        let shared = Arc::new(Shared {
+            store,
+            media,
+            tts,
+            http,
+            codecs: vec![sdp::Codec::Pcmu, sdp::Codec::Pcma],
+            flow_limits: config.flow_limits,
+            advertise_ip: config.advertise_ip,
+        });
+        let (endpoint, sip_addr, task) =
+            endpoint::start(shared, config.sip_listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "SIP (UDP+TCP)",
+                    addr: config.sip_listen.to_string(),
+                    source,
+                })?;
+        Ok(Runtime {
+            endpoint,
+            sip_addr,
+            task,
+        })
+    }
+
+    /// The SIP address actually bound.
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
+    }
+
+    /// Hang up every call (BYE to answered ones, 503 to ringing ones) and stop, waiting at most
+    /// `grace` for the calls to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        let (done, wait) = oneshot::channel();
+        self.endpoint.send(endpoint::Command::Shutdown { done });
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!("calls still up after the shutdown grace period");
+        }
+        self.task.abort();
+    }
+}
