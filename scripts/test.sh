@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (when missing), then runs every test:
+# formatting, lints, the core-crate dependency rule, unit/simulated-time tests, and the
+# end-to-end tests of the release binary against real SIP clients on loopback.
+# Usage: scripts/test.sh            (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+log_dir="$root/target/test-logs"
+mkdir -p "$log_dir"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (only what is missing)"
+bash scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "core crates depend on no async runtime, HTTP or database crate"
+bash scripts/check-core-deps.sh
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --release --locked -- -D warnings
+
+step "unit and simulated-time tests"
+# Release profile: the e2e step below reuses the same build of every dependency.
+cargo test --workspace --release --locked 2>&1 | tee "$log_dir/cargo-test.log"
+
+step "building the release binary"
+cargo build --release --locked -p voxflow
+
+step "end-to-end tests (release binary, real SIP clients, loopback)"
+set +e
+"$root/.venv/bin/python" tests/e2e/run_e2e.py --binary "$root/target/release/voxflow" 2>&1 | tee "$log_dir/e2e.log"
+e2e_status=${PIPESTATUS[0]}
+set -e
+
+unit_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log_dir/cargo-test.log" | awk '{s+=$4} END {print s+0}')
+unit_failed=$(grep -Eo '[0-9]+ failed;' "$log_dir/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+e2e_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log_dir/e2e.log" | tail -n 1 || true)
+e2e_passed=$(echo "${e2e_line:-0 passed}" | awk '{print $1+0}')
+e2e_failed=$(echo "${e2e_line:-0 passed, 1 failed}" | awk '{print $3+0}')
+if [ "$e2e_status" -ne 0 ] && [ "$e2e_failed" -eq 0 ]; then e2e_failed=1; fi
+echo
+echo "total: $((unit_passed + e2e_passed)) passed, $((unit_failed + e2e_failed)) failed"
+[ "$e2e_status" -eq 0 ] && [ "$unit_failed" -eq 0 ]
