@@ -375,6 +375,9 @@ impl Call {
             self.reject(500);
             return false;
         }
+        let _ = self.shared.events.send(crate::CallUpdate {
+            record: record.clone(),
+        });
         self.record = Some(record);
         tracing::info!(%id, flow_id = %flow.id, "inbound call ringing");
 
@@ -392,6 +395,9 @@ impl Call {
             if let Err(e) = self.shared.store.update_call(record).await {
                 tracing::error!(error = %e, "could not update the call record");
             }
+            let _ = self.shared.events.send(crate::CallUpdate {
+                record: record.clone(),
+            });
         }
     }
 

@@ -39,9 +39,17 @@ pub struct Config {
     pub flow_limits: flow::Limits,
 }
 
+/// A call record changed (created, ringing, answered, hung up); sent after the store has it.
+#[derive(Debug, Clone)]
+pub struct CallUpdate {
+    /// The record as stored.
+    pub record: store::CallRecord,
+}
+
 /// What every task of the runtime shares (read-only).
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn store::Store>,
+    pub(crate) events: tokio::sync::broadcast::Sender<CallUpdate>,
     pub(crate) media: media_engine::MediaEngine,
     pub(crate) tts: Arc<dyn speech::TtsEngine>,
     pub(crate) http: reqwest::Client,
@@ -96,6 +104,7 @@ pub struct Runtime {
     endpoint: endpoint::EndpointHandle,
     sip_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    events: tokio::sync::broadcast::Sender<CallUpdate>,
 }
 
 impl Runtime {
@@ -116,14 +125,18 @@ impl Runtime {
                 addr: format!("{low}-{high}"),
                 source,
             })?;
+        // reqwest's rustls uses the process-wide crypto provider (ring; see ADR 0002).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let tts: Arc<dyn speech::TtsEngine> =
             Arc::new(speech::Espeak::new(config.data_dir.join("cache")));
+        let (events, _) = tokio::sync::broadcast::channel(1024);
         let shared = Arc::new(Shared {
             store,
+            events: events.clone(),
             media,
             tts,
             http,
@@ -143,7 +156,14 @@ impl Runtime {
             endpoint,
             sip_addr,
             task,
+            events,
         })
+    }
+
+    /// Every call record change from now on. A receiver that falls more than 1024 updates behind
+    /// loses the oldest (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CallUpdate> {
+        self.events.subscribe()
     }
 
     /// The SIP address actually bound.

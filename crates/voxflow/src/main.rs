@@ -169,8 +169,6 @@ fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    // reqwest's rustls uses the process-wide crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

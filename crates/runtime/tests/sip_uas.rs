@@ -1,0 +1,488 @@
+//! The runtime as a SIP UAS, driven over real UDP sockets on loopback by a hand-written peer:
+//! every answer the issue promises (100/180/200, 487, 404, 488, 481, 501, 400, OPTIONS) and the
+//! BYE on shutdown. Flows here need no speech, so espeak-ng is not involved.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sip::{Message, Response};
+use store::Store;
+use tokio::net::UdpSocket;
+use uuid::Uuid;
+use voxflow_runtime as runtime;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Rig {
+    runtime: runtime::Runtime,
+    store: Arc<store::SqliteStore>,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn rig(rtp_base: u16) -> Rig {
+    let dir = std::env::temp_dir().join(format!("voxflow-rt-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
+    store.bootstrap(Some("t"), &store::utc_now()).await.unwrap();
+    let runtime = runtime::Runtime::start(
+        runtime::Config {
+            sip_listen: "127.0.0.1:0".parse().unwrap(),
+            rtp_ports: (rtp_base, rtp_base + 40),
+            data_dir: dir.clone(),
+            media_workers: 1,
+            advertise_ip: None,
+            flow_limits: flow::Limits::default(),
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    Rig {
+        runtime,
+        store,
+        _dir: TempDir(dir),
+    }
+}
+
+impl Rig {
+    /// Store a flow and bind `number` to it.
+    async fn bind(&self, number: &str, actions: serde_json::Value) {
+        let account = self.store.account_by_token("t").await.unwrap().unwrap();
+        let mut actions = actions;
+        flow::assign_ids(&mut actions, || Uuid::new_v4().to_string());
+        flow::compile(&actions).unwrap();
+        let now = store::utc_now();
+        let flow_id = Uuid::new_v4();
+        self.store
+            .create_flow(&store::FlowRecord {
+                id: flow_id,
+                account_id: account.id,
+                name: "t".into(),
+                detail: String::new(),
+                actions,
+                tm_create: now.clone(),
+                tm_update: now.clone(),
+            })
+            .await
+            .unwrap();
+        self.store
+            .create_number(&store::NumberRecord {
+                id: Uuid::new_v4(),
+                account_id: account.id,
+                number: number.into(),
+                call_flow_id: flow_id,
+                name: String::new(),
+                tm_create: now,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// A SIP peer on a UDP socket that writes requests by hand and reads what comes back.
+struct Phone {
+    socket: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+}
+
+impl Phone {
+    async fn new(server: SocketAddr) -> Phone {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Phone {
+            socket,
+            server,
+            call_id: format!("{}@test", Uuid::new_v4()),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    async fn send(&self, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    /// The next SIP message, within [`WAIT`].
+    async fn recv(&self) -> Message {
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+            .await
+            .expect("no SIP message within the wait")
+            .unwrap();
+        Message::parse(&buf[..n]).unwrap()
+    }
+
+    /// Skip messages until a response with `status` (failing on any final response that is not it).
+    async fn expect_status(&self, status: u16) -> Response {
+        loop {
+            match self.recv().await {
+                Message::Response(r) if r.status == status => return r,
+                Message::Response(r) if r.status < 200 => {}
+                other => panic!(
+                    "expected {status}, got {}",
+                    String::from_utf8_lossy(&other.to_bytes())
+                ),
+            }
+        }
+    }
+
+    fn invite(&self, number: &str, branch: &str, sdp: Option<&str>) -> String {
+        let body = sdp.unwrap_or("");
+        let ctype = if sdp.is_some() {
+            "Content-Type: application/sdp\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "INVITE sip:{number}@{server} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: \"Alice\" <sip:alice@{me}>;tag=alice1\r\n\
+             To: <sip:{number}@{server}>\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{me}>\r\n\
+             {ctype}Content-Length: {len}\r\n\r\n{body}",
+            server = self.server,
+            me = self.addr(),
+            cid = self.call_id,
+            len = body.len()
+        )
+    }
+
+    /// An in-dialog request (ACK, BYE, INFO, ...) towards the server, with its To-tag.
+    fn in_dialog(
+        &self,
+        method: &str,
+        cseq: u32,
+        to_tag: &str,
+        branch: &str,
+        extra: &str,
+        body: &str,
+    ) -> String {
+        format!(
+            "{method} sip:voxflow@{server} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: \"Alice\" <sip:alice@{me}>;tag=alice1\r\n\
+             To: <sip:x@{server}>;tag={to_tag}\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             {extra}Content-Length: {len}\r\n\r\n{body}",
+            server = self.server,
+            me = self.addr(),
+            cid = self.call_id,
+            len = body.len()
+        )
+    }
+}
+
+fn offer(rtp_port: u16, codecs: &str, rtpmaps: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP {codecs}\r\n{rtpmaps}"
+    )
+}
+
+fn pcmu_offer(rtp_port: u16) -> String {
+    offer(
+        rtp_port,
+        "0 101",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+    )
+}
+
+fn to_tag(r: &Response) -> String {
+    r.to().unwrap().tag().unwrap().to_owned()
+}
+
+/// Wait (bounded) for a call update satisfying `done`.
+async fn wait_update(
+    events: &mut tokio::sync::broadcast::Receiver<runtime::CallUpdate>,
+    done: impl Fn(&store::CallRecord) -> bool,
+) -> store::CallRecord {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let update = events.recv().await.unwrap();
+            if done(&update.record) {
+                return update.record;
+            }
+        }
+    })
+    .await
+    .expect("the call never reached the expected state")
+}
+
+#[tokio::test]
+async fn uas_unknown_number_is_404() {
+    let rig = rig(41000).await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&phone.invite("+19990000", "z9hG4bKa1", Some(&pcmu_offer(4000))))
+        .await;
+    let r = phone.expect_status(404).await;
+    assert!(
+        r.to().unwrap().tag().is_some(),
+        "a final response carries a To-tag"
+    );
+}
+
+#[tokio::test]
+async fn uas_no_common_codec_is_488() {
+    let rig = rig(41050).await;
+    rig.bind(
+        "+15550100",
+        serde_json::json!([{"type": "answer"}, {"type": "sleep", "option": {"duration": 5000}}]),
+    )
+    .await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let g722 = offer(4000, "9", "a=rtpmap:9 G722/8000\r\n");
+    phone
+        .send(&phone.invite("15550100", "z9hG4bKb1", Some(&g722)))
+        .await;
+    phone.expect_status(488).await;
+}
+
+#[tokio::test]
+async fn uas_cancel_before_answer_is_487_and_recorded() {
+    let rig = rig(41100).await;
+    rig.bind(
+        "+15550101",
+        serde_json::json!([{"type": "sleep", "option": {"duration": 20000}}, {"type": "hangup"}]),
+    )
+    .await;
+    let mut events = rig.runtime.subscribe();
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&phone.invite("+15550101", "z9hG4bKc1", Some(&pcmu_offer(4000))))
+        .await;
+    phone.expect_status(180).await;
+    let cancel = format!(
+        "CANCEL sip:+15550101@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKc1\r\n\
+         Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@{me}>;tag=alice1\r\nTo: <sip:+15550101@{server}>\r\n\
+         Call-ID: {cid}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        server = phone.server,
+        me = phone.addr(),
+        cid = phone.call_id
+    );
+    phone.send(&cancel).await;
+    // The 200 for the CANCEL and the 487 for the INVITE, in either order.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Message::Response(r) = phone.recv().await {
+            got.push((r.status, r.cseq().unwrap().method.to_string()));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [(200, "CANCEL".to_owned()), (487, "INVITE".to_owned())]
+    );
+    let call = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(
+        (call.hangup_reason.as_str(), call.hangup_by.as_str()),
+        ("cancel", "remote")
+    );
+}
+
+#[tokio::test]
+async fn uas_options_unknown_method_and_unknown_dialog() {
+    let rig = rig(41150).await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let me = phone.addr();
+    let server = phone.server;
+    let req = |method: &str, to_tag: &str, branch: &str| {
+        format!(
+            "{method} sip:voxflow@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{me}>;tag=a\r\nTo: <sip:voxflow@{server}>{to_tag}\r\n\
+             Call-ID: x-{branch}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    phone.send(&req("OPTIONS", "", "z9hG4bKo1")).await;
+    let ok = phone.expect_status(200).await;
+    assert!(ok.headers.get("Allow").unwrap().contains("INVITE"));
+    phone.send(&req("FOO", "", "z9hG4bKf1")).await;
+    phone.expect_status(501).await;
+    phone.send(&req("BYE", ";tag=nothere", "z9hG4bKy1")).await;
+    phone.expect_status(481).await;
+}
+
+#[tokio::test]
+async fn uas_malformed_request_gets_400_and_the_server_lives_on() {
+    let rig = rig(41200).await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let me = phone.addr();
+    let bad = format!(
+        "OPTIONS sip:voxflow@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKm1\r\nMax-Forwards: 70\r\n\
+         From: <sip:a@{me}>;tag=a\r\nTo: <sip:v@{s}>\r\nCall-ID: m1\r\nCSeq: notanumber OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        s = phone.server
+    );
+    phone.send(&bad).await;
+    phone.expect_status(400).await;
+    // Garbage gets nothing back, and does not stop the next request from being answered.
+    phone.send("\u{0}\u{1}garbage\r\n\r\n").await;
+    phone
+        .send(
+            &bad.replace("notanumber", "1")
+                .replace("m1", "m2")
+                .replace("bKm1", "bKm2"),
+        )
+        .await;
+    phone.expect_status(200).await;
+}
+
+#[tokio::test]
+async fn uas_answers_late_offer_dtmf_branches_and_shutdown_sends_bye() {
+    let rig = rig(41250).await;
+    rig.bind(
+        "+15550102",
+        serde_json::json!([
+            {"type": "answer"},
+            {"type": "digits_receive", "option": {"duration": 10000, "length": 1}},
+            {"type": "branch", "option": {"target_ids": {"7": "wait"}, "default_target_id": "bye"}},
+            {"id": "bye", "type": "hangup"},
+            {"id": "wait", "type": "sleep", "option": {"duration": 30000}}
+        ]),
+    )
+    .await;
+    let mut events = rig.runtime.subscribe();
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = rtp.local_addr().unwrap().port();
+    // No SDP in the INVITE: voxflow offers in the 200 and we answer in the ACK.
+    phone
+        .send(&phone.invite("15550102", "z9hG4bKd1", None))
+        .await;
+    let ok = phone.expect_status(200).await;
+    let body = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(
+        body.contains("m=audio ") && body.contains("PCMU/8000"),
+        "{body}"
+    );
+    let tag = to_tag(&ok);
+    let answer = pcmu_offer(rtp_port);
+    let ack = phone.in_dialog(
+        "ACK",
+        1,
+        &tag,
+        "z9hG4bKd2",
+        "Content-Type: application/sdp\r\n",
+        &answer,
+    );
+    phone.send(&ack).await;
+
+    // Media flows to the address in our answer (silence before any prompt).
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(WAIT, rtp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n >= 12 + 160, "an RTP packet of 20 ms G.711");
+    assert_eq!(buf[1] & 0x7f, 0, "PCMU payload type");
+
+    // Press 7 by SIP INFO: the branch goes to the long sleep, so the call stays up.
+    let info = phone.in_dialog(
+        "INFO",
+        2,
+        &tag,
+        "z9hG4bKd3",
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=7\r\nDuration=160\r\n",
+    );
+    phone.send(&info).await;
+    phone.expect_status(200).await;
+    let call = wait_update(&mut events, |c| c.status == "progressing").await;
+    assert_eq!(call.destination_target, "15550102");
+    assert_eq!(call.source_target, "alice");
+
+    // And by RFC 4733 from the media address: a second key is not needed by the flow, but the
+    // packets must be accepted without disturbing the call.
+    let mut pkt = vec![
+        0x80,
+        101,
+        0,
+        1,
+        0,
+        0,
+        0,
+        160,
+        1,
+        2,
+        3,
+        4,
+        7,
+        0x80 | 10,
+        0,
+        160,
+    ];
+    rtp.send_to(&pkt, from).await.unwrap();
+    pkt[13] = 0x80 | 10;
+    rtp.send_to(&pkt, from).await.unwrap();
+
+    // Shutdown hangs the call up with a BYE, which we answer.
+    let shutdown = tokio::spawn(async move { rig.runtime.shutdown(WAIT).await });
+    let bye = loop {
+        match phone.recv().await {
+            Message::Request(r) if r.method == sip::Method::Bye => break r,
+            _ => {}
+        }
+    };
+    let resp = Response::for_request(&bye, 200);
+    phone
+        .send(std::str::from_utf8(&resp.to_bytes()).unwrap())
+        .await;
+    let call = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(
+        (call.hangup_reason.as_str(), call.hangup_by.as_str()),
+        ("shutdown", "local")
+    );
+    shutdown.await.unwrap();
+}
+
+#[tokio::test]
+async fn uas_remote_bye_ends_the_call_and_the_record() {
+    let rig = rig(41300).await;
+    rig.bind(
+        "+15550103",
+        serde_json::json!([{"type": "answer"}, {"type": "sleep", "option": {"duration": 30000}}]),
+    )
+    .await;
+    let mut events = rig.runtime.subscribe();
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&phone.invite("+15550103", "z9hG4bKe1", Some(&pcmu_offer(4002))))
+        .await;
+    let ok = phone.expect_status(200).await;
+    let tag = to_tag(&ok);
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=rtpmap:101 telephone-event/8000"));
+    phone
+        .send(&phone.in_dialog("ACK", 1, &tag, "z9hG4bKe2", "", ""))
+        .await;
+    phone
+        .send(&phone.in_dialog("BYE", 2, &tag, "z9hG4bKe3", "", ""))
+        .await;
+    phone.expect_status(200).await;
+    let call = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(
+        (call.hangup_reason.as_str(), call.hangup_by.as_str()),
+        ("normal", "remote")
+    );
+    assert!(call.tm_progressing.is_some() && call.tm_hangup.is_some());
+}
