@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(5);
 struct Rig {
     runtime: runtime::Runtime,
     store: Arc<store::SqliteStore>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// A temporary directory removed on drop.
@@ -51,7 +51,7 @@ async fn rig(rtp_base: u16) -> Rig {
     Rig {
         runtime,
         store,
-        _dir: TempDir(dir),
+        dir: TempDir(dir),
     }
 }
 
@@ -485,4 +485,149 @@ async fn uas_remote_bye_ends_the_call_and_the_record() {
         ("normal", "remote")
     );
     assert!(call.tm_progressing.is_some() && call.tm_hangup.is_some());
+}
+
+/// A 16-bit mono PCM WAV of a sine tone.
+fn tone_wav(freq: f32, ms: u32, rate: u32) -> Vec<u8> {
+    let n = rate * ms / 1000;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            let s = (f32::sin(2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32) * 12000.0)
+                as i16;
+            s.to_le_bytes()
+        })
+        .collect();
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    wav
+}
+
+/// Serve `body` once per connection as an HTTP/1.1 200, on a loopback port.
+async fn serve_http(body: Vec<u8>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = vec![0u8; 4096];
+                let _ = stream.read(&mut req).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn uas_play_streams_local_and_http_wav_over_rtp_then_hangs_up() {
+    let rig = rig(41350).await;
+    // 500 ms of 1 kHz from a local file (at 16 kHz: resampled) and 500 ms of 500 Hz over HTTP.
+    let file = rig.dir.0.join("tone.wav");
+    std::fs::write(&file, tone_wav(1000.0, 500, 16000)).unwrap();
+    let http = serve_http(tone_wav(500.0, 500, 8000)).await;
+    rig.bind(
+        "+15550104",
+        serde_json::json!([
+            {"type": "answer"},
+            {"type": "play", "option": {"stream_urls": [file.display().to_string(), format!("http://{http}/tone.wav")]}},
+            {"type": "hangup"}
+        ]),
+    )
+    .await;
+    let mut events = rig.runtime.subscribe();
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let offer = pcmu_offer(rtp.local_addr().unwrap().port());
+    phone
+        .send(&phone.invite("+15550104", "z9hG4bKp1", Some(&offer)))
+        .await;
+    let ok = phone.expect_status(200).await;
+    phone
+        .send(&phone.in_dialog("ACK", 1, &to_tag(&ok), "z9hG4bKp2", "", ""))
+        .await;
+
+    // Collect RTP until voxflow hangs up.
+    let mut samples: Vec<i16> = Vec::new();
+    let mut seqs: Vec<u16> = Vec::new();
+    let mut sip_buf = vec![0u8; 65536];
+    let mut rtp_buf = [0u8; 2048];
+    let bye = tokio::time::timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                got = rtp.recv_from(&mut rtp_buf) => {
+                    let (n, _) = got.unwrap();
+                    seqs.push(u16::from_be_bytes([rtp_buf[2], rtp_buf[3]]));
+                    samples.extend(rtp_buf[12..n].iter().map(|&b| media::g711::ulaw_decode(b)));
+                }
+                got = phone.socket.recv_from(&mut sip_buf) => {
+                    let (n, _) = got.unwrap();
+                    if let Ok(Message::Request(r)) = Message::parse(&sip_buf[..n])
+                        && r.method == sip::Method::Bye
+                    {
+                        return r;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("voxflow never hung up");
+    phone
+        .send(std::str::from_utf8(&Response::for_request(&bye, 200).to_bytes()).unwrap())
+        .await;
+
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "consecutive sequence numbers"
+    );
+    // The audible part: 20 ms frames with energy, and the tones' frequencies by zero crossings.
+    let loud: Vec<&[i16]> = samples
+        .chunks(160)
+        .filter(|f| f.iter().map(|&s| i64::from(s).abs()).sum::<i64>() / 160 > 1000)
+        .collect();
+    assert!(
+        (48..=52).contains(&loud.len()),
+        "about 1 s of tone, got {} frames",
+        loud.len()
+    );
+    let crossings = |frames: &[&[i16]]| {
+        let all: Vec<i16> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        all.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as f32
+            / (all.len() as f32 / 8000.0)
+            / 2.0
+    };
+    let first = crossings(&loud[2..20]);
+    let second = crossings(&loud[30..48]);
+    assert!(
+        (first - 1000.0).abs() < 30.0,
+        "first file is 1 kHz, measured {first}"
+    );
+    assert!(
+        (second - 500.0).abs() < 20.0,
+        "second file is 500 Hz, measured {second}"
+    );
+    let call = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(
+        (call.hangup_reason.as_str(), call.hangup_by.as_str()),
+        ("normal", "local")
+    );
 }
