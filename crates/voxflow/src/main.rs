@@ -168,6 +168,7 @@ fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
             tracing_subscriber::EnvFilter::try_new(&args.log).context("bad --log filter")?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
