@@ -215,6 +215,11 @@ fn parse_connection(value: &str) -> Option<IpAddr> {
     let addr_type = fields.next()?;
     let addr_field = fields.next()?;
     let addr = addr_field.split_once('/').map_or(addr_field, |(a, _)| a);
+    // Some UAs (SIPp among them) bracket IPv6 addresses as in a URI.
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
     let addr: IpAddr = addr.parse().ok()?;
     let type_matches = match addr {
         IpAddr::V4(_) => addr_type.eq_ignore_ascii_case("IP4"),
@@ -301,6 +306,16 @@ mod tests {
         );
         assert_eq!(
             SessionDescription::parse(b"v=0\r\nc=IN IP6 10.0.0.1\r\n"),
+            Err(ParseError::BadConnection { line: 2 })
+        );
+    }
+
+    #[test]
+    fn bracketed_ipv6_connection_addresses_are_read() {
+        let sdp = SessionDescription::parse(b"v=0\r\nc=IN IP6 [::1]\r\n").unwrap();
+        assert_eq!(sdp.connection, Some("::1".parse().unwrap()));
+        assert_eq!(
+            SessionDescription::parse(b"v=0\r\nc=IN IP4 [127.0.0.1\r\n"),
             Err(ParseError::BadConnection { line: 2 })
         );
     }

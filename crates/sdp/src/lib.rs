@@ -39,5 +39,6 @@ mod description;
 mod offer_answer;
 
 pub use offer_answer::{
-    Codec, Direction, Negotiated, NegotiationError, accept_answer, answer_offer, create_offer,
+    Codec, Direction, Negotiated, NegotiationError, Origin, accept_answer, answer_offer,
+    create_offer,
 };

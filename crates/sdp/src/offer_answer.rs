@@ -63,6 +63,37 @@ pub enum NegotiationError {
     NoCommonCodec,
 }
 
+/// The `o=` line's session id and version. The id stays for the whole session; the version
+/// goes up by one with every new offer or answer we send in it (RFC 3264 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Session id.
+    pub session_id: u64,
+    /// Session version.
+    pub version: u64,
+}
+
+impl Origin {
+    /// The origin of the next description of the same session.
+    #[must_use]
+    pub fn next(self) -> Origin {
+        Origin {
+            version: self.version.wrapping_add(1),
+            ..self
+        }
+    }
+}
+
+impl From<u64> for Origin {
+    /// A new session: version equal to the id.
+    fn from(session_id: u64) -> Origin {
+        Origin {
+            session_id,
+            version: session_id,
+        }
+    }
+}
+
 /// Answers a remote offer.
 ///
 /// The codec is the first one in the OFFER's order that is also in `prefs`; telephone-event/8000
@@ -74,7 +105,7 @@ pub fn answer_offer(
     offer: &[u8],
     prefs: &[Codec],
     local_rtp: SocketAddr,
-    session_id: u64,
+    origin: impl Into<Origin>,
 ) -> Result<(Negotiated, String), NegotiationError> {
     let sdp = parse(offer)?;
     let mut accepted = None;
@@ -96,7 +127,7 @@ pub fn answer_offer(
         .dtmf_payload_type
         .map(|pt| media.fmtp(pt).unwrap_or(DTMF_EVENTS).to_owned());
 
-    let mut answer = session_header(local_rtp.ip(), session_id);
+    let mut answer = session_header(local_rtp.ip(), origin.into());
     for (index, offered) in sdp.media.iter().enumerate() {
         if index == accepted_index {
             write_audio_section(
@@ -127,7 +158,7 @@ pub fn answer_offer(
 /// `prefs` in that order with their static payload types (PCMU and PCMA when `prefs` is empty),
 /// telephone-event on payload type 101 with events 0-16, `a=ptime:20`, `a=sendrecv`.
 #[must_use]
-pub fn create_offer(local_rtp: SocketAddr, prefs: &[Codec], session_id: u64) -> String {
+pub fn create_offer(local_rtp: SocketAddr, prefs: &[Codec], origin: impl Into<Origin>) -> String {
     let mut codecs: Vec<(Codec, u8)> = Vec::with_capacity(2);
     for codec in prefs {
         if !codecs.iter().any(|(c, _)| c == codec) {
@@ -137,7 +168,7 @@ pub fn create_offer(local_rtp: SocketAddr, prefs: &[Codec], session_id: u64) -> 
     if codecs.is_empty() {
         codecs = vec![(Codec::Pcmu, 0), (Codec::Pcma, 8)];
     }
-    let mut offer = session_header(local_rtp.ip(), session_id);
+    let mut offer = session_header(local_rtp.ip(), origin.into());
     write_audio_section(
         &mut offer,
         local_rtp.port(),
@@ -372,13 +403,16 @@ fn address_line(ip: IpAddr) -> String {
     }
 }
 
-fn session_header(ip: IpAddr, session_id: u64) -> String {
+fn session_header(ip: IpAddr, origin: Origin) -> String {
     let address = address_line(ip);
     let mut out = String::with_capacity(320);
     line(&mut out, format_args!("v=0"));
     line(
         &mut out,
-        format_args!("o=voxflow {session_id} {session_id} {address}"),
+        format_args!(
+            "o=voxflow {} {} {address}",
+            origin.session_id, origin.version
+        ),
     );
     line(&mut out, format_args!("s=voxflow"));
     line(&mut out, format_args!("c={address}"));
@@ -796,5 +830,19 @@ a=rtpmap:99 H264/90000\n";
             let (neg, _) = answer_offer(offer.as_bytes(), &[Codec::Pcmu], local(), 1).unwrap();
             assert_eq!(neg.ptime_ms, expect, "{ptime}");
         }
+    }
+
+    #[test]
+    fn origin_keeps_the_session_id_and_bumps_the_version() {
+        let local: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let origin = Origin::from(42);
+        assert!(
+            create_offer(local, &[Codec::Pcmu], origin)
+                .contains("o=voxflow 42 42 IN IP4 192.0.2.1\r\n")
+        );
+        assert!(
+            create_offer(local, &[Codec::Pcmu], origin.next())
+                .contains("o=voxflow 42 43 IN IP4 192.0.2.1\r\n")
+        );
     }
 }
