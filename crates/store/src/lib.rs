@@ -13,7 +13,10 @@
 mod record;
 mod sqlite;
 
-pub use record::{Account, CallRecord, FlowRecord, NumberRecord, Page};
+pub use record::{
+    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RegistrationRecord,
+    TrunkRecord,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -77,6 +80,49 @@ pub trait Store: Send + Sync + 'static {
     async fn call(&self, account: Uuid, id: Uuid) -> Result<Option<CallRecord>, StoreError>;
     /// Calls of `account`, newest first.
     async fn list_calls(&self, account: Uuid, page: &Page) -> Result<Vec<CallRecord>, StoreError>;
+    /// Insert a device; [`StoreError::Conflict`] when the username is taken.
+    async fn create_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// One device of `account`.
+    async fn device(&self, account: Uuid, id: Uuid) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Devices of `account`, newest first.
+    async fn list_devices(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// The device with this SIP username (any account: usernames are global).
+    async fn device_by_username(&self, username: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Delete a device of `account` and its registrations; false when there was none.
+    async fn delete_device(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
+
+    /// The registrations of a device.
+    async fn registrations(&self, device: Uuid) -> Result<Vec<RegistrationRecord>, StoreError>;
+    /// Replace all registrations of a device with `current` (the registrar's new binding set).
+    async fn replace_registrations(
+        &self,
+        device: Uuid,
+        current: &[RegistrationRecord],
+    ) -> Result<(), StoreError>;
+    /// Every registration still valid at `now_unix` (for keep-alives).
+    async fn live_registrations(
+        &self,
+        now_unix: i64,
+    ) -> Result<Vec<RegistrationRecord>, StoreError>;
+    /// Delete registrations expired at `now_unix`; returns how many.
+    async fn expire_registrations(&self, now_unix: i64) -> Result<u64, StoreError>;
+
+    /// Insert a trunk.
+    async fn create_trunk(&self, trunk: &TrunkRecord) -> Result<(), StoreError>;
+    /// One trunk of `account`.
+    async fn trunk(&self, account: Uuid, id: Uuid) -> Result<Option<TrunkRecord>, StoreError>;
+    /// Trunks of `account`, newest first.
+    async fn list_trunks(&self, account: Uuid, page: &Page)
+    -> Result<Vec<TrunkRecord>, StoreError>;
+    /// Every trunk of every account (for inbound source matching and outbound registration).
+    async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError>;
+    /// Delete a trunk of `account`; false when there was none.
+    async fn delete_trunk(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
+
     /// Close every call not in status `hangup` (left over by a crash) with the given reason.
     /// Returns how many were closed.
     async fn close_live_calls(&self, reason: &str, now: &str) -> Result<u64, StoreError>;

@@ -106,3 +106,82 @@ impl Default for Page {
         }
     }
 }
+
+/// A SIP device (a registrar user): a phone or softphone that registers and places calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// SIP username (digest user and AOR user part); unique across the platform.
+    pub username: String,
+    /// Digest realm the HA1 values were computed for.
+    pub realm: String,
+    /// Hex MD5(username:realm:password).
+    pub ha1_md5: String,
+    /// Hex SHA-256(username:realm:password).
+    pub ha1_sha256: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub tm_create: String,
+    /// Last update.
+    pub tm_update: String,
+}
+
+/// One registered Contact of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRecord {
+    /// The device.
+    pub device_id: Uuid,
+    /// The Contact URI as registered.
+    pub contact: String,
+    /// When it expires, unix seconds.
+    pub expires_at: i64,
+    /// Call-ID of the REGISTER that set it.
+    pub call_id: String,
+    /// CSeq of that REGISTER.
+    pub cseq: u32,
+    /// `q` preference.
+    pub q: Option<f32>,
+    /// `+sip.instance`, if any.
+    pub instance: Option<String>,
+    /// `udp:IP:PORT` or `tcp:IP:PORT`: where the REGISTER came from.
+    pub source: String,
+    /// Last update.
+    pub tm_update: String,
+}
+
+/// A SIP trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkRecord {
+    /// Trunk id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Host name or IP of the carrier/PBX (or its proxy).
+    pub host: String,
+    /// Port; `None` means resolve (RFC 3263) or 5060.
+    pub port: Option<u16>,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// Digest username for outbound calls and registration ("" for none).
+    pub username: String,
+    /// Digest password ("" for none). Kept in clear: the client side of digest needs it.
+    pub password: String,
+    /// Register to the trunk.
+    pub register: bool,
+    /// Registration interval asked for, seconds.
+    pub register_expires: u32,
+    /// Caller id put in From for calls through this trunk ("" to keep the call's).
+    pub caller_id: String,
+    /// Source IPs or CIDRs allowed to send calls from this trunk.
+    pub allowed_ips: Vec<String>,
+    /// Creation time.
+    pub tm_create: String,
+    /// Last update.
+    pub tm_update: String,
+}

@@ -10,12 +10,15 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use crate::{
-    Account, CallRecord, FlowRecord, NumberRecord, Page, Store, StoreError, hash_token,
-    normalize_number,
+    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RegistrationRecord, Store,
+    StoreError, TrunkRecord, hash_token, normalize_number,
 };
 
 /// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_sip.sql")),
+];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
 #[derive(Debug, Clone)]
@@ -164,6 +167,63 @@ fn call_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
         tm_ringing: opt_text(row, "tm_ringing")?,
         tm_progressing: opt_text(row, "tm_progressing")?,
         tm_hangup: opt_text(row, "tm_hangup")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        username: text(row, "username")?,
+        realm: text(row, "realm")?,
+        ha1_md5: text(row, "ha1_md5")?,
+        ha1_sha256: text(row, "ha1_sha256")?,
+        name: text(row, "name")?,
+        tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn registration_from_row(row: &SqliteRow) -> Result<RegistrationRecord, StoreError> {
+    let cseq: i64 = row.try_get("cseq").map_err(backend)?;
+    let q: Option<f64> = row.try_get("q").map_err(backend)?;
+    Ok(RegistrationRecord {
+        device_id: uuid_col(row, "device_id")?,
+        contact: text(row, "contact")?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        call_id: text(row, "call_id")?,
+        cseq: u32::try_from(cseq).map_err(|e| StoreError::Corrupt(format!("cseq: {e}")))?,
+        q: q.map(|q| q as f32),
+        instance: opt_text(row, "instance")?,
+        source: text(row, "source")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn trunk_from_row(row: &SqliteRow) -> Result<TrunkRecord, StoreError> {
+    let port: Option<i64> = row.try_get("port").map_err(backend)?;
+    let expires: i64 = row.try_get("register_expires").map_err(backend)?;
+    let register: i64 = row.try_get("register").map_err(backend)?;
+    let allowed: String = text(row, "allowed_ips")?;
+    Ok(TrunkRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        name: text(row, "name")?,
+        host: text(row, "host")?,
+        port: port
+            .map(|p| u16::try_from(p).map_err(|e| StoreError::Corrupt(format!("port: {e}"))))
+            .transpose()?,
+        transport: text(row, "transport")?,
+        username: text(row, "username")?,
+        password: text(row, "password")?,
+        register: register != 0,
+        register_expires: u32::try_from(expires)
+            .map_err(|e| StoreError::Corrupt(format!("register_expires: {e}")))?,
+        caller_id: text(row, "caller_id")?,
+        allowed_ips: serde_json::from_str(&allowed)
+            .map_err(|e| StoreError::Corrupt(format!("allowed_ips: {e}")))?,
+        tm_create: text(row, "tm_create")?,
         tm_update: text(row, "tm_update")?,
     })
 }
@@ -428,6 +488,231 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn create_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO devices (id, account_id, username, realm, ha1_md5, ha1_sha256, name, tm_create, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device.id.to_string())
+        .bind(device.account_id.to_string())
+        .bind(&device.username)
+        .bind(&device.realm)
+        .bind(&device.ha1_md5)
+        .bind(&device.ha1_sha256)
+        .bind(&device.name)
+        .bind(&device.tm_create)
+        .bind(&device.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "device username"))?;
+        Ok(())
+    }
+
+    async fn device(&self, account: Uuid, id: Uuid) -> Result<Option<DeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM devices WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn list_devices(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM devices WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(device_from_row)
+        .collect()
+    }
+
+    async fn device_by_username(&self, username: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM devices WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn delete_device(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn registrations(&self, device: Uuid) -> Result<Vec<RegistrationRecord>, StoreError> {
+        sqlx::query("SELECT * FROM registrations WHERE device_id = ? ORDER BY contact")
+            .bind(device.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(registration_from_row)
+            .collect()
+    }
+
+    async fn replace_registrations(
+        &self,
+        device: Uuid,
+        current: &[RegistrationRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("DELETE FROM registrations WHERE device_id = ?")
+            .bind(device.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        for r in current {
+            sqlx::query(
+                "INSERT INTO registrations (device_id, contact, expires_at, call_id, cseq, q, instance, source, tm_update) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(device.to_string())
+            .bind(&r.contact)
+            .bind(r.expires_at)
+            .bind(&r.call_id)
+            .bind(i64::from(r.cseq))
+            .bind(r.q.map(f64::from))
+            .bind(&r.instance)
+            .bind(&r.source)
+            .bind(&r.tm_update)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn live_registrations(
+        &self,
+        now_unix: i64,
+    ) -> Result<Vec<RegistrationRecord>, StoreError> {
+        sqlx::query("SELECT * FROM registrations WHERE expires_at > ? ORDER BY device_id, contact")
+            .bind(now_unix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(registration_from_row)
+            .collect()
+    }
+
+    async fn expire_registrations(&self, now_unix: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM registrations WHERE expires_at <= ?")
+            .bind(now_unix)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_trunk(&self, trunk: &TrunkRecord) -> Result<(), StoreError> {
+        let allowed = serde_json::to_string(&trunk.allowed_ips).map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO trunks (id, account_id, name, host, port, transport, username, password, register, \
+             register_expires, caller_id, allowed_ips, tm_create, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(trunk.id.to_string())
+        .bind(trunk.account_id.to_string())
+        .bind(&trunk.name)
+        .bind(&trunk.host)
+        .bind(trunk.port.map(i64::from))
+        .bind(&trunk.transport)
+        .bind(&trunk.username)
+        .bind(&trunk.password)
+        .bind(i64::from(trunk.register))
+        .bind(i64::from(trunk.register_expires))
+        .bind(&trunk.caller_id)
+        .bind(allowed)
+        .bind(&trunk.tm_create)
+        .bind(&trunk.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "trunk"))?;
+        Ok(())
+    }
+
+    async fn trunk(&self, account: Uuid, id: Uuid) -> Result<Option<TrunkRecord>, StoreError> {
+        sqlx::query("SELECT * FROM trunks WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(trunk_from_row)
+            .transpose()
+    }
+
+    async fn list_trunks(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<TrunkRecord>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM trunks WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(trunk_from_row)
+        .collect()
+    }
+
+    async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError> {
+        sqlx::query("SELECT * FROM trunks ORDER BY tm_create, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(trunk_from_row)
+            .collect()
+    }
+
+    async fn delete_trunk(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM trunks WHERE id = ? AND account_id = ?")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn close_live_calls(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE calls SET status = 'hangup', hangup_reason = ?, hangup_by = 'local', \
@@ -601,5 +886,82 @@ mod tests {
         );
         let untouched = s.call(a.id, ended.id).await.unwrap().unwrap();
         assert_eq!(untouched.hangup_reason, "normal");
+    }
+
+    #[tokio::test]
+    async fn store_devices_registrations_and_trunks() {
+        let s = store().await;
+        let a = account(&s).await;
+        let d = DeviceRecord {
+            id: Uuid::new_v4(),
+            account_id: a.id,
+            username: "alice".into(),
+            realm: "voxflow".into(),
+            ha1_md5: "m".into(),
+            ha1_sha256: "s".into(),
+            name: "Alice".into(),
+            tm_create: NOW.into(),
+            tm_update: NOW.into(),
+        };
+        s.create_device(&d).await.unwrap();
+        let dup = DeviceRecord {
+            id: Uuid::new_v4(),
+            ..d.clone()
+        };
+        assert!(matches!(
+            s.create_device(&dup).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.device_by_username("alice").await.unwrap(),
+            Some(d.clone())
+        );
+        assert_eq!(s.device(Uuid::new_v4(), d.id).await.unwrap(), None);
+
+        let reg = |contact: &str, expires_at: i64| RegistrationRecord {
+            device_id: d.id,
+            contact: contact.into(),
+            expires_at,
+            call_id: "c".into(),
+            cseq: 7,
+            q: Some(0.5),
+            instance: None,
+            source: "udp:127.0.0.1:5062".into(),
+            tm_update: NOW.into(),
+        };
+        s.replace_registrations(d.id, &[reg("sip:a@1", 100), reg("sip:a@2", 200)])
+            .await
+            .unwrap();
+        assert_eq!(s.registrations(d.id).await.unwrap().len(), 2);
+        assert_eq!(
+            s.live_registrations(150).await.unwrap(),
+            vec![reg("sip:a@2", 200)]
+        );
+        assert_eq!(s.expire_registrations(150).await.unwrap(), 1);
+        s.replace_registrations(d.id, &[]).await.unwrap();
+        assert!(s.registrations(d.id).await.unwrap().is_empty());
+
+        let t = TrunkRecord {
+            id: Uuid::new_v4(),
+            account_id: a.id,
+            name: "carrier".into(),
+            host: "sip.example.net".into(),
+            port: Some(5080),
+            transport: "udp".into(),
+            username: "u".into(),
+            password: "p".into(),
+            register: true,
+            register_expires: 600,
+            caller_id: "+15550100".into(),
+            allowed_ips: vec!["192.0.2.0/24".into()],
+            tm_create: NOW.into(),
+            tm_update: NOW.into(),
+        };
+        s.create_trunk(&t).await.unwrap();
+        assert_eq!(s.trunk(a.id, t.id).await.unwrap(), Some(t.clone()));
+        assert_eq!(s.all_trunks().await.unwrap(), vec![t.clone()]);
+        assert!(s.delete_trunk(a.id, t.id).await.unwrap());
+        assert!(!s.delete_trunk(a.id, t.id).await.unwrap());
+        assert!(s.delete_device(a.id, d.id).await.unwrap());
     }
 }
