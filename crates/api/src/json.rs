@@ -47,6 +47,55 @@ impl Object {
         Uuid::parse_str(&text).map_err(|_| ApiError::field(key, "must be a UUID"))
     }
 
+    /// An optional boolean field.
+    pub(crate) fn opt_bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+        match self.0.get(key) {
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Null) | None => Ok(default),
+            Some(_) => Err(ApiError::field(key, "must be true or false")),
+        }
+    }
+
+    /// An optional whole number within `range`.
+    pub(crate) fn opt_u32(
+        &self,
+        key: &str,
+        default: Option<u32>,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<Option<u32>, ApiError> {
+        match self.0.get(key) {
+            Some(Value::Null) | None => Ok(default),
+            Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if range.contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::field(
+                    key,
+                    format!(
+                        "must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
+            },
+            Some(_) => Err(ApiError::field(key, "must be a number")),
+        }
+    }
+
+    /// An optional array of strings (empty when absent).
+    pub(crate) fn opt_strings(&self, key: &str) -> Result<Vec<String>, ApiError> {
+        match self.0.get(key) {
+            Some(Value::Null) | None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(ApiError::field(format!("{key}[{i}]"), "must be a string")),
+                })
+                .collect(),
+            Some(_) => Err(ApiError::field(key, "must be an array of strings")),
+        }
+    }
+
     /// Take a field out of the object.
     pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
         self.0.remove(key)

@@ -14,6 +14,7 @@ mod error;
 mod flows;
 mod json;
 mod numbers;
+mod trunks;
 
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/flows/{id}", get(flows::get))
         .route("/v1.0/numbers", get(numbers::list).post(numbers::create))
         .route("/v1.0/numbers/{id}", get(numbers::get))
+        .route("/v1.0/trunks", get(trunks::list).post(trunks::create))
+        .route("/v1.0/trunks/{id}", get(trunks::get).delete(trunks::delete))
         .route("/v1.0/calls", get(calls::list))
         .route("/v1.0/calls/{id}", get(calls::get))
         .fallback(|| async { ApiError::NotFound })

@@ -196,3 +196,48 @@ async fn api_unknown_ids_are_404() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(list["errors"][0]["path"], "page_size");
 }
+
+#[tokio::test]
+async fn api_trunks_validate_and_never_show_the_password() {
+    let app = app().await;
+    let body = json!({"name": "carrier", "host": "sip.example.net", "port": 5080, "transport": "udp",
+        "username": "u", "password": "secret", "register": true, "allowed_ips": ["192.0.2.0/24", "2001:db8::1"]});
+    let (status, trunk) = send(&app, "POST", "/v1.0/trunks", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{trunk}");
+    assert_eq!(trunk["password_set"], true);
+    assert!(!trunk.to_string().contains("secret"));
+    let id = trunk["id"].as_str().unwrap();
+    assert_eq!(
+        send(&app, "GET", &format!("/v1.0/trunks/{id}"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    for (bad, path) in [
+        (json!({"host": "sip example"}), "host"),
+        (json!({"host": "h", "transport": "sctp"}), "transport"),
+        (
+            json!({"host": "h", "allowed_ips": ["10.0.0.0/33"]}),
+            "allowed_ips[0]",
+        ),
+        (json!({"host": "h", "port": 70000}), "port"),
+        (json!({"host": "h", "register": true}), "username"),
+    ] {
+        let (status, err) = send(&app, "POST", "/v1.0/trunks", Some(&bad.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(err["errors"][0]["path"], path, "{err}");
+    }
+    assert_eq!(
+        send(&app, "DELETE", &format!("/v1.0/trunks/{id}"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&app, "DELETE", &format!("/v1.0/trunks/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -1,0 +1,169 @@
+//! `/v1.0/trunks`: SIP trunks to carriers and PBXs.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::json::{List, Object, PageQuery, path_id};
+use crate::{ApiError, AppState};
+
+/// A trunk as the API shows it (never its password).
+#[derive(Serialize)]
+pub(crate) struct TrunkView {
+    id: Uuid,
+    customer_id: Uuid,
+    name: String,
+    host: String,
+    port: Option<u16>,
+    transport: String,
+    username: String,
+    password_set: bool,
+    register: bool,
+    register_expires: u32,
+    caller_id: String,
+    allowed_ips: Vec<String>,
+    tm_create: String,
+    tm_update: String,
+}
+
+impl From<store::TrunkRecord> for TrunkView {
+    fn from(t: store::TrunkRecord) -> Self {
+        TrunkView {
+            id: t.id,
+            customer_id: t.account_id,
+            name: t.name,
+            host: t.host,
+            port: t.port,
+            transport: t.transport,
+            username: t.username,
+            password_set: !t.password.is_empty(),
+            register: t.register,
+            register_expires: t.register_expires,
+            caller_id: t.caller_id,
+            allowed_ips: t.allowed_ips,
+            tm_create: t.tm_create,
+            tm_update: t.tm_update,
+        }
+    }
+}
+
+/// An IP address or a CIDR block (`192.0.2.0/24`, `2001:db8::/32`).
+pub(crate) fn check_ip_or_cidr(text: &str) -> bool {
+    let (ip, bits) = match text.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (text, None),
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
+}
+
+/// A host name or IP literal: letters, digits, dots, dashes, and the brackets/colons of IPv6.
+fn check_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    body: Bytes,
+) -> Result<Json<TrunkView>, ApiError> {
+    let body = Object::parse(&body)?;
+    let host = body.string("host")?.trim().to_owned();
+    if !check_host(&host) {
+        return Err(ApiError::field(
+            "host",
+            "must be a host name or an IP address",
+        ));
+    }
+    let port = body.opt_u32("port", None, 1..=65535)?.map(|p| p as u16);
+    let transport = match body.opt_string("transport")?.to_ascii_lowercase().as_str() {
+        "" | "udp" => "udp".to_owned(),
+        "tcp" => "tcp".to_owned(),
+        _ => return Err(ApiError::field("transport", "must be \"udp\" or \"tcp\"")),
+    };
+    let allowed_ips = body.opt_strings("allowed_ips")?;
+    if let Some(i) = allowed_ips.iter().position(|ip| !check_ip_or_cidr(ip)) {
+        return Err(ApiError::field(
+            format!("allowed_ips[{i}]"),
+            "must be an IP address or a CIDR block",
+        ));
+    }
+    let register = body.opt_bool("register", false)?;
+    let username = body.opt_string("username")?;
+    if register && username.is_empty() {
+        return Err(ApiError::field(
+            "username",
+            "is required when register is true",
+        ));
+    }
+    let now = store::utc_now();
+    let record = store::TrunkRecord {
+        id: Uuid::new_v4(),
+        account_id: account.id,
+        name: body.opt_string("name")?,
+        host,
+        port,
+        transport,
+        username,
+        password: body.opt_string("password")?,
+        register,
+        register_expires: body
+            .opt_u32("register_expires", Some(600), 60..=86_400)?
+            .unwrap_or(600),
+        caller_id: body.opt_string("caller_id")?,
+        allowed_ips,
+        tm_create: now.clone(),
+        tm_update: now,
+    };
+    state.store.create_trunk(&record).await?;
+    Ok(Json(record.into()))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<TrunkView>, ApiError> {
+    let t = state
+        .store
+        .trunk(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(t.into()))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_trunk(account.id, path_id(&id)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<TrunkView>>, ApiError> {
+    let page = query.page()?;
+    let trunks = state.store.list_trunks(account.id, &page).await?;
+    let views = trunks.into_iter().map(TrunkView::from).collect();
+    Ok(Json(List::new(views, &page, |t: &TrunkView| {
+        (t.tm_create.clone(), t.id)
+    })))
+}
