@@ -1,26 +1,45 @@
-//! Dialogs (RFC 3261 §12), UAS side: the state a call keeps to send and check in-dialog
-//! requests.
+//! Dialogs (RFC 3261 §12): the state a call keeps to send and check in-dialog requests, on
+//! either side.
 //!
-//! A [`Dialog`] is made from the INVITE we accept ([`Dialog::uas`]); incoming in-dialog
-//! requests are found by [`uas_dialog_id`] and checked with
-//! [`Dialog::handle_remote_request`]; our own (BYE, re-INVITE, INFO ...) are built by
-//! [`Dialog::create_request`] and sent with [`crate::TransactionLayer::send_request`], which adds
-//! the Via.
+//! - UAS: a [`Dialog`] is made from the INVITE we accept ([`Dialog::uas`]).
+//! - UAC: from our INVITE and a response to it with a To tag ([`Dialog::uac`]): a 1xx makes an
+//!   early dialog, which the 2xx confirms ([`Dialog::handle_response`]); every 2xx with
+//!   another To tag (a fork) makes a dialog of its own. The ACK of each 2xx comes from
+//!   [`Dialog::create_ack`] and goes out with [`crate::TransactionLayer::send_ack`]; a reliable
+//!   1xx is acknowledged with [`Dialog::create_prack`].
+//!
+//! Incoming in-dialog requests are found by [`uas_dialog_id`] and checked with
+//! [`Dialog::handle_remote_request`]; responses to our requests are found by
+//! [`uac_dialog_id`] and applied with [`Dialog::handle_response`] (target refresh). Our own
+//! requests (BYE, re-INVITE, INFO ...) are built by [`Dialog::create_request`] and sent with
+//! [`crate::TransactionLayer::send_request`], which adds the Via, to the host and port of
+//! [`Dialog::next_hop`].
 
-use crate::{CSeq, Method, NameAddr, Request, Uri};
+use crate::reliable::{OPTION_TAG_100REL, has_option_tag, rseq};
+use crate::{CSeq, Method, NameAddr, RAck, Request, Response, Uri};
 
 /// The identity of a dialog, seen from our side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
     /// The Call-ID.
     pub call_id: String,
-    /// Our tag (the To tag of requests we receive).
+    /// Our tag (the To tag of requests we receive, the From tag of requests we send).
     pub local_tag: String,
-    /// The peer's tag (the From tag of requests we receive; empty for RFC 2543 peers).
+    /// The peer's tag (the From tag of requests we receive, the To tag of responses we
+    /// receive; empty for RFC 2543 peers).
     pub remote_tag: String,
 }
 
-/// Why a dialog could not be made or a request was refused.
+/// Where a dialog stands (RFC 3261 §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DialogState {
+    /// Made by a provisional response; the final response has not come yet.
+    Early,
+    /// Made or confirmed by a 2xx (UAS dialogs start here).
+    Confirmed,
+}
+
+/// Why a dialog could not be made or a request or response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DialogError {
     /// A header needed by the dialog is missing or malformed.
@@ -34,16 +53,21 @@ pub enum DialogError {
         /// The last remote CSeq number.
         last: u32,
     },
-    /// The request belongs to another dialog: answer 481.
+    /// The request (or response) belongs to another dialog: answer 481.
     #[error("request does not belong to this dialog")]
     NotInDialog,
+    /// The response cannot make a dialog: its status is not 101..=299, it has no To tag (a
+    /// 1xx), or a header it needs is missing, malformed or does not match the request.
+    #[error("response cannot make a dialog: missing, malformed or mismatched {0}")]
+    InvalidResponse(&'static str),
 }
 
 impl DialogError {
-    /// The status code to answer the request with.
+    /// The status code to answer the request with (a response is never answered; its errors
+    /// say 400 for lack of anything better).
     pub fn status(&self) -> u16 {
         match self {
-            DialogError::InvalidRequest(_) => 400,
+            DialogError::InvalidRequest(_) | DialogError::InvalidResponse(_) => 400,
             DialogError::CSeqOutOfOrder { .. } => 500,
             DialogError::NotInDialog => 481,
         }
@@ -54,9 +78,10 @@ impl DialogError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
     id: DialogId,
-    /// Our address with our tag (the To of the INVITE).
+    state: DialogState,
+    /// Our address with our tag (the From of our requests).
     local: NameAddr,
-    /// The peer's address with its tag (the From of the INVITE).
+    /// The peer's address with its tag (the To of our requests).
     remote: NameAddr,
     remote_target: Uri,
     route_set: Vec<NameAddr>,
@@ -66,12 +91,15 @@ pub struct Dialog {
     /// The CSeq number of the last INVITE we sent, for its ACK.
     last_invite_seq: Option<u32>,
     remote_seq: Option<u32>,
+    /// The CSeq number of our INVITE and the RSeq of the last reliable provisional response
+    /// to it that we PRACKed (RFC 3262 §4).
+    last_rseq: Option<(u32, u32)>,
 }
 
 impl Dialog {
     /// UAS side, from the INVITE we accept and the To tag we put in our responses.
     /// `local_contact` is our Contact URI. The route set is the INVITE's Record-Route, in
-    /// order; the remote target its Contact.
+    /// order; the remote target its Contact. The dialog is [`DialogState::Confirmed`].
     pub fn uas(
         invite: &Request,
         local_tag: &str,
@@ -86,11 +114,8 @@ impl Dialog {
         let contact = invite
             .contact()
             .ok_or(DialogError::InvalidRequest("Contact"))?;
-        let route_set = invite
-            .headers
-            .values("Record-Route")
-            .map(|v| NameAddr::parse(v).map_err(|_| DialogError::InvalidRequest("Record-Route")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let route_set = route_set(invite.headers.values("Record-Route"))
+            .ok_or(DialogError::InvalidRequest("Record-Route"))?;
         local.set_tag(local_tag);
         Ok(Dialog {
             id: DialogId {
@@ -98,6 +123,7 @@ impl Dialog {
                 local_tag: local_tag.to_owned(),
                 remote_tag: remote.tag().unwrap_or("").to_owned(),
             },
+            state: DialogState::Confirmed,
             local,
             remote,
             remote_target: contact.uri().clone(),
@@ -106,6 +132,70 @@ impl Dialog {
             local_seq: 0,
             last_invite_seq: None,
             remote_seq: Some(cseq.seq),
+            last_rseq: None,
+        })
+    }
+
+    /// UAC side (§12.1.2), from our INVITE (as built, Via or not) and a response to it: a
+    /// 101..=199 with a To tag makes an [`DialogState::Early`] dialog, a 2xx a confirmed one
+    /// (a 2xx without To tag, from an RFC 2543 peer, gives an empty remote tag). The route
+    /// set is the response's Record-Route in reverse order, the remote target its Contact
+    /// (the INVITE's Request-URI if it has none), our Contact the INVITE's.
+    pub fn uac(invite: &Request, response: &Response) -> Result<Dialog, DialogError> {
+        let status = response.status;
+        if !(101..300).contains(&status) {
+            return Err(DialogError::InvalidResponse("status"));
+        }
+        let call_id = invite
+            .call_id()
+            .ok_or(DialogError::InvalidRequest("Call-ID"))?;
+        let local = invite.from().ok_or(DialogError::InvalidRequest("From"))?;
+        let local_tag = local.tag().ok_or(DialogError::InvalidRequest("From tag"))?;
+        let cseq = invite.cseq().ok_or(DialogError::InvalidRequest("CSeq"))?;
+        let local_contact = invite
+            .contact()
+            .ok_or(DialogError::InvalidRequest("Contact"))?;
+        if response.call_id() != Some(call_id) {
+            return Err(DialogError::InvalidResponse("Call-ID"));
+        }
+        if response.from().as_ref().and_then(|f| f.tag()) != Some(local_tag) {
+            return Err(DialogError::InvalidResponse("From tag"));
+        }
+        if response.cseq() != Some(cseq.clone()) {
+            return Err(DialogError::InvalidResponse("CSeq"));
+        }
+        let remote = response.to().ok_or(DialogError::InvalidResponse("To"))?;
+        let remote_tag = match remote.tag() {
+            Some(tag) => tag.to_owned(),
+            None if status >= 200 => String::new(),
+            None => return Err(DialogError::InvalidResponse("To tag")),
+        };
+        let mut route_set = route_set(response.headers.values("Record-Route"))
+            .ok_or(DialogError::InvalidResponse("Record-Route"))?;
+        route_set.reverse();
+        let remote_target = response
+            .contact()
+            .map_or_else(|| invite.uri.clone(), |c| c.uri().clone());
+        Ok(Dialog {
+            id: DialogId {
+                call_id: call_id.to_owned(),
+                local_tag: local_tag.to_owned(),
+                remote_tag,
+            },
+            state: if status >= 200 {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            local_contact: local_contact.uri().clone(),
+            local,
+            remote,
+            remote_target,
+            route_set,
+            local_seq: cseq.seq,
+            last_invite_seq: (cseq.method == Method::Invite).then_some(cseq.seq),
+            remote_seq: None,
+            last_rseq: None,
         })
     }
 
@@ -114,14 +204,29 @@ impl Dialog {
         &self.id
     }
 
+    /// Early or confirmed.
+    pub fn state(&self) -> DialogState {
+        self.state
+    }
+
     /// Where in-dialog requests go (the peer's latest Contact).
     pub fn remote_target(&self) -> &Uri {
         &self.remote_target
     }
 
-    /// The route set (Record-Route of the INVITE, in order).
+    /// The route set, first hop first (a UAS keeps the Record-Route order, a UAC reverses it).
     pub fn route_set(&self) -> &[NameAddr] {
         &self.route_set
+    }
+
+    /// The URI whose host and port our in-dialog requests are sent to (RFC 3261 §8.1.2): the
+    /// first route (in the Route header when it is a loose router, in the Request-URI when it
+    /// is a strict one), or the remote target when the route set is empty. Resolving it to a
+    /// [`crate::Peer`] (RFC 3263) is the shell's.
+    pub fn next_hop(&self) -> &Uri {
+        self.route_set
+            .first()
+            .map_or(&self.remote_target, NameAddr::uri)
     }
 
     /// Our address with our tag (the From of our requests).
@@ -160,32 +265,94 @@ impl Dialog {
                 self.local_seq
             }
         };
-        let (uri, routes): (Uri, Vec<String>) = match self.route_set.split_first() {
-            None => (self.remote_target.clone(), Vec::new()),
-            Some((first, _)) if first.uri().params().contains("lr") => (
-                self.remote_target.clone(),
-                self.route_set.iter().map(ToString::to_string).collect(),
-            ),
-            Some((first, rest)) => {
-                // strict routing (§12.2.1.1): the first route becomes the Request-URI and the
-                // remote target goes last in Route
-                let mut routes: Vec<String> = rest.iter().map(ToString::to_string).collect();
-                routes.push(format!("<{}>", self.remote_target));
-                (first.uri().clone(), routes)
-            }
-        };
-        let mut req = Request::new(method.clone(), uri);
-        for route in routes {
-            req.headers.push("Route", route);
+        self.build_request(method, seq)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq number `invite_cseq` (§13.2.2.4): built like
+    /// any in-dialog request (Request-URI, Route, From, To, Call-ID, Max-Forwards, Contact)
+    /// with CSeq `invite_cseq ACK`. No Via: send it with
+    /// [`crate::TransactionLayer::send_ack`]. Add the SDP answer if the INVITE had no offer.
+    pub fn create_ack(&self, invite_cseq: u32) -> Request {
+        self.build_request(Method::Ack, invite_cseq)
+    }
+
+    /// The PRACK for a reliable provisional response (RFC 3262 §4): a 101..=199 of this
+    /// dialog with `Require: 100rel` and a valid `RSeq`. `None` (send nothing) for any other
+    /// response, and for a retransmission or an out-of-order one (its RSeq not one above the
+    /// last PRACKed for the same INVITE). The PRACK has the next local CSeq and
+    /// `RAck: <RSeq> <CSeq number> <CSeq method>`; send it with
+    /// [`crate::TransactionLayer::send_request`]. Apply the response with
+    /// [`Dialog::handle_response`] too.
+    pub fn create_prack(&mut self, response: &Response) -> Option<Request> {
+        if !(101..200).contains(&response.status)
+            || !has_option_tag(&response.headers, "Require", OPTION_TAG_100REL)
+            || uac_dialog_id(response).as_ref() != Some(&self.id)
+        {
+            return None;
         }
-        req.headers.push("From", self.local.to_string());
-        req.headers.push("To", self.remote.to_string());
-        req.headers.push("Call-ID", self.id.call_id.clone());
-        req.headers.push("CSeq", CSeq { seq, method }.to_string());
-        req.headers.push("Max-Forwards", "70");
-        req.headers
-            .push("Contact", format!("<{}>", self.local_contact));
-        req
+        let rseq = rseq(&response.headers)?;
+        let cseq = response.cseq()?;
+        if let Some((invite, last)) = self.last_rseq
+            && invite == cseq.seq
+            && Some(rseq) != last.checked_add(1)
+        {
+            return None;
+        }
+        self.last_rseq = Some((cseq.seq, rseq));
+        let mut prack = self.create_request(Method::Prack);
+        let rack = RAck {
+            rseq,
+            cseq: cseq.seq,
+            method: cseq.method,
+        };
+        prack.headers.push("RAck", rack.to_string());
+        Some(prack)
+    }
+
+    /// Applies a response to one of our requests in this dialog (§12.2.1.2, §13.2.2.4):
+    /// - a 2xx to our INVITE confirms an early dialog and recomputes its route set;
+    /// - a 2xx to a target refresh request (INVITE, UPDATE, SUBSCRIBE, NOTIFY, REFER), or a
+    ///   1xx to the INVITE of an early dialog, replaces the remote target with its Contact.
+    ///
+    /// Other responses change nothing (a 481 or 408 to an in-dialog request means the dialog
+    /// is over: that is the TU's call). A response with another To tag belongs to another
+    /// dialog ([`DialogError::NotInDialog`]): a forked 2xx makes its own with [`Dialog::uac`].
+    pub fn handle_response(&mut self, response: &Response) -> Result<(), DialogError> {
+        if uac_dialog_id(response).as_ref() != Some(&self.id) {
+            return Err(DialogError::NotInDialog);
+        }
+        let cseq = response
+            .cseq()
+            .ok_or(DialogError::InvalidResponse("CSeq"))?;
+        let status = response.status;
+        let contact = response.contact().map(|c| c.uri().clone());
+        if (200..300).contains(&status) {
+            if self.state == DialogState::Early && cseq.method == Method::Invite {
+                self.state = DialogState::Confirmed;
+                if let Some(mut routes) = route_set(response.headers.values("Record-Route")) {
+                    routes.reverse();
+                    self.route_set = routes;
+                }
+            }
+            let target_refresh = matches!(
+                cseq.method,
+                Method::Invite
+                    | Method::Update
+                    | Method::Subscribe
+                    | Method::Notify
+                    | Method::Refer
+            );
+            if target_refresh && let Some(uri) = contact {
+                self.remote_target = uri;
+            }
+        } else if (101..200).contains(&status)
+            && self.state == DialogState::Early
+            && cseq.method == Method::Invite
+            && let Some(uri) = contact
+        {
+            self.remote_target = uri;
+        }
+        Ok(())
     }
 
     /// Checks an incoming in-dialog request (§12.2.2): it must belong to this dialog, and its
@@ -218,6 +385,36 @@ impl Dialog {
         }
         Ok(())
     }
+
+    /// An in-dialog request with CSeq `seq` (§12.2.1.1).
+    fn build_request(&self, method: Method, seq: u32) -> Request {
+        let (uri, routes): (Uri, Vec<String>) = match self.route_set.split_first() {
+            None => (self.remote_target.clone(), Vec::new()),
+            Some((first, _)) if first.uri().params().contains("lr") => (
+                self.remote_target.clone(),
+                self.route_set.iter().map(ToString::to_string).collect(),
+            ),
+            Some((first, rest)) => {
+                // strict routing (§12.2.1.1): the first route becomes the Request-URI and the
+                // remote target goes last in Route
+                let mut routes: Vec<String> = rest.iter().map(ToString::to_string).collect();
+                routes.push(format!("<{}>", self.remote_target));
+                (strict_request_uri(first.uri()), routes)
+            }
+        };
+        let mut req = Request::new(method.clone(), uri);
+        for route in routes {
+            req.headers.push("Route", route);
+        }
+        req.headers.push("From", self.local.to_string());
+        req.headers.push("To", self.remote.to_string());
+        req.headers.push("Call-ID", self.id.call_id.clone());
+        req.headers.push("CSeq", CSeq { seq, method }.to_string());
+        req.headers.push("Max-Forwards", "70");
+        req.headers
+            .push("Contact", format!("<{}>", self.local_contact));
+        req
+    }
 }
 
 /// The dialog an incoming request belongs to, seen from our side as UAS: local tag = To tag,
@@ -235,6 +432,39 @@ pub fn uas_dialog_id(req: &Request) -> Option<DialogId> {
         local_tag: local_tag.to_owned(),
         remote_tag,
     })
+}
+
+/// The dialog a response to one of our requests belongs to (either side; for a UAC, the
+/// dialog a response to our INVITE makes): local tag = From tag, remote tag = To tag (empty
+/// if absent, as in a `100 Trying`, which makes no dialog). `None` without Call-ID or From
+/// tag.
+pub fn uac_dialog_id(response: &Response) -> Option<DialogId> {
+    let call_id = response.call_id()?;
+    let from = response.from()?;
+    let local_tag = from.tag()?;
+    let remote_tag = response
+        .to()
+        .and_then(|t| t.tag().map(str::to_owned))
+        .unwrap_or_default();
+    Some(DialogId {
+        call_id: call_id.to_owned(),
+        local_tag: local_tag.to_owned(),
+        remote_tag,
+    })
+}
+
+/// A route set from Route or Record-Route values, in the order given; `None` if one does
+/// not parse.
+fn route_set<'a>(values: impl Iterator<Item = &'a str>) -> Option<Vec<NameAddr>> {
+    values.map(|v| NameAddr::parse(v).ok()).collect()
+}
+
+/// The Request-URI for a strict router (§12.2.1.1): its URI without the `method` parameter,
+/// which a Request-URI may not carry (§19.1.1).
+fn strict_request_uri(route: &Uri) -> Uri {
+    let mut uri = route.clone();
+    uri.params_mut().remove("method");
+    uri
 }
 
 #[cfg(test)]
@@ -433,5 +663,307 @@ Content-Length: 0
             Dialog::uas(&bad_rr, "b2", &contact),
             Err(DialogError::InvalidRequest("Record-Route"))
         );
+    }
+
+    // ---- UAC side ----
+
+    /// Our INVITE (as the transaction layer sent it) and a response to it.
+    const OUR_INVITE: &str = "INVITE sip:bob@example.com SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKus1;rport
+Max-Forwards: 70
+From: <sip:voxflow@192.0.2.10>;tag=v1
+To: <sip:bob@example.com>
+Call-ID: out-7@192.0.2.10
+CSeq: 5 INVITE
+Contact: <sip:voxflow@192.0.2.10:5060>
+Content-Length: 0
+
+";
+
+    fn response(status: u16, tag: &str, extra: &str) -> Response {
+        let text = format!(
+            "SIP/2.0 {status} Whatever
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKus1;rport=5060
+{extra}From: <sip:voxflow@192.0.2.10>;tag=v1
+To: <sip:bob@example.com>;tag={tag}
+Call-ID: out-7@192.0.2.10
+CSeq: 5 INVITE
+Content-Length: 0
+
+"
+        );
+        match Message::parse(text.replace('\n', "\r\n").as_bytes()) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const RR: &str = "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>
+Contact: <sip:bob@198.51.100.2:5070>
+";
+
+    #[test]
+    fn uac_dialog_from_2xx() {
+        let ok = response(200, "b7", RR);
+        let d = Dialog::uac(&request(OUR_INVITE), &ok).unwrap();
+        assert_eq!(
+            d.id(),
+            &DialogId {
+                call_id: "out-7@192.0.2.10".into(),
+                local_tag: "v1".into(),
+                remote_tag: "b7".into(),
+            }
+        );
+        assert_eq!(uac_dialog_id(&ok).as_ref(), Some(d.id()));
+        assert_eq!(d.state(), DialogState::Confirmed);
+        // Record-Route reversed: the proxy nearest to us first
+        let routes: Vec<String> = d.route_set().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        );
+        assert_eq!(d.next_hop().to_string(), "sip:p1.example.com;lr");
+        assert_eq!(d.remote_target().to_string(), "sip:bob@198.51.100.2:5070");
+        assert_eq!(d.local_uri().tag(), Some("v1"));
+        assert_eq!(d.remote_uri().tag(), Some("b7"));
+        assert_eq!((d.local_seq(), d.remote_seq()), (5, None));
+    }
+
+    #[test]
+    fn uac_ack_construction() {
+        let ok = response(200, "b7", RR);
+        let mut d = Dialog::uac(&request(OUR_INVITE), &ok).unwrap();
+        let ack = d.create_ack(5);
+        assert_eq!(
+            String::from_utf8(ack.to_bytes()).unwrap(),
+            "ACK sip:bob@198.51.100.2:5070 SIP/2.0\r\n\
+             Route: <sip:p1.example.com;lr>\r\n\
+             Route: <sip:p2.example.com;lr>\r\n\
+             From: <sip:voxflow@192.0.2.10>;tag=v1\r\n\
+             To: <sip:bob@example.com>;tag=b7\r\n\
+             Call-ID: out-7@192.0.2.10\r\n\
+             CSeq: 5 ACK\r\n\
+             Max-Forwards: 70\r\n\
+             Contact: <sip:voxflow@192.0.2.10:5060>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        // the ACK does not use up a CSeq number; the next request does
+        assert_eq!(d.local_seq(), 5);
+        assert_eq!(d.create_request(Method::Bye).cseq().unwrap().seq, 6);
+        assert_eq!(d.create_request(Method::Ack).cseq().unwrap().seq, 5);
+    }
+
+    #[test]
+    fn uac_strict_router_first() {
+        // reversed, the first route is a strict router (no lr)
+        let ok = response(
+            200,
+            "b7",
+            "Record-Route: <sip:p2.example.com;lr>, <sip:strict.example.com;method=INVITE>
+Contact: <sip:bob@198.51.100.2>
+",
+        );
+        let mut d = Dialog::uac(&request(OUR_INVITE), &ok).unwrap();
+        assert_eq!(d.next_hop().host(), "strict.example.com");
+        let bye = d.create_request(Method::Bye);
+        assert_eq!(bye.uri.to_string(), "sip:strict.example.com");
+        let routes: Vec<&str> = bye.headers.get_all("Route").collect();
+        assert_eq!(
+            routes,
+            ["<sip:p2.example.com;lr>", "<sip:bob@198.51.100.2>"]
+        );
+        let ack = d.create_ack(5);
+        assert_eq!(ack.uri, bye.uri);
+        assert_eq!(ack.headers.get_all("Route").count(), 2);
+    }
+
+    #[test]
+    fn early_dialog_confirmed_by_2xx_recomputes_route_set() {
+        let ringing = response(
+            180,
+            "b7",
+            "Record-Route: <sip:p1.example.com;lr>
+Contact: <sip:bob@198.51.100.2>
+",
+        );
+        let mut d = Dialog::uac(&request(OUR_INVITE), &ringing).unwrap();
+        assert_eq!(d.state(), DialogState::Early);
+        assert_eq!(d.route_set().len(), 1);
+        // a later 1xx of the same early dialog updates the target only
+        let progress = response(183, "b7", "Contact: <sip:bob@198.51.100.3>\n");
+        assert_eq!(d.handle_response(&progress), Ok(()));
+        assert_eq!(d.remote_target().host(), "198.51.100.3");
+        assert_eq!(d.route_set().len(), 1);
+        assert_eq!(d.state(), DialogState::Early);
+        // the 2xx confirms it and brings the final route set
+        assert_eq!(d.handle_response(&response(200, "b7", RR)), Ok(()));
+        assert_eq!(d.state(), DialogState::Confirmed);
+        assert_eq!(d.route_set().len(), 2);
+        assert_eq!(d.remote_target().to_string(), "sip:bob@198.51.100.2:5070");
+        // a 2xx with another To tag is another dialog (a fork)
+        assert_eq!(
+            d.handle_response(&response(200, "other", RR)),
+            Err(DialogError::NotInDialog)
+        );
+    }
+
+    #[test]
+    fn target_refresh_from_reinvite_and_update_2xx() {
+        let mut d = Dialog::uac(&request(OUR_INVITE), &response(200, "b7", RR)).unwrap();
+        let reinvite = d.create_request(Method::Invite);
+        let seq = reinvite.cseq().unwrap().seq;
+        let refreshed = |method: &str, contact: &str| {
+            let mut r = response(200, "b7", &format!("Contact: <{contact}>\n"));
+            r.headers.set("CSeq", format!("{seq} {method}"));
+            r
+        };
+        assert_eq!(
+            d.handle_response(&refreshed("INVITE", "sip:bob@203.0.113.9")),
+            Ok(())
+        );
+        assert_eq!(d.remote_target().host(), "203.0.113.9");
+        assert_eq!(d.route_set().len(), 2, "route set kept");
+        assert_eq!(
+            d.handle_response(&refreshed("UPDATE", "sip:bob@203.0.113.10")),
+            Ok(())
+        );
+        assert_eq!(d.remote_target().host(), "203.0.113.10");
+        // not a target refresh: the Contact of a 200 to BYE or INFO is ignored
+        assert_eq!(
+            d.handle_response(&refreshed("INFO", "sip:bob@203.0.113.11")),
+            Ok(())
+        );
+        assert_eq!(d.remote_target().host(), "203.0.113.10");
+        // nor is a failed re-INVITE's
+        let mut failed = refreshed("INVITE", "sip:bob@203.0.113.12");
+        failed.status = 488;
+        assert_eq!(d.handle_response(&failed), Ok(()));
+        assert_eq!(d.remote_target().host(), "203.0.113.10");
+        assert_eq!(d.create_ack(seq).cseq().unwrap().seq, seq);
+    }
+
+    #[test]
+    fn uac_dialog_refusals() {
+        let invite = request(OUR_INVITE);
+        for (response, err) in [
+            (
+                response(100, "b7", ""),
+                DialogError::InvalidResponse("status"),
+            ),
+            (
+                response(486, "b7", ""),
+                DialogError::InvalidResponse("status"),
+            ),
+            (
+                response(180, "", "").clone_without_to_tag(),
+                DialogError::InvalidResponse("To tag"),
+            ),
+            (
+                response(200, "b7", "Record-Route: <sip:bad uri>\n"),
+                DialogError::InvalidResponse("Record-Route"),
+            ),
+        ] {
+            assert_eq!(Dialog::uac(&invite, &response), Err(err));
+        }
+        let mut wrong_cseq = response(200, "b7", "");
+        wrong_cseq.headers.set("CSeq", "4 INVITE");
+        assert_eq!(
+            Dialog::uac(&invite, &wrong_cseq),
+            Err(DialogError::InvalidResponse("CSeq"))
+        );
+        let mut wrong_call = response(200, "b7", "");
+        wrong_call.headers.set("Call-ID", "x");
+        assert_eq!(
+            Dialog::uac(&invite, &wrong_call),
+            Err(DialogError::InvalidResponse("Call-ID"))
+        );
+        let no_contact =
+            request(&OUR_INVITE.replace("Contact: <sip:voxflow@192.0.2.10:5060>\n", ""));
+        assert_eq!(
+            Dialog::uac(&no_contact, &response(200, "b7", "")),
+            Err(DialogError::InvalidRequest("Contact"))
+        );
+        // an RFC 2543 2xx without To tag still makes a dialog; no Contact: the Request-URI
+        let d = Dialog::uac(&invite, &response(200, "", "").clone_without_to_tag()).unwrap();
+        assert_eq!(d.id().remote_tag, "");
+        assert_eq!(d.remote_target().to_string(), "sip:bob@example.com");
+        assert_eq!(d.next_hop().to_string(), "sip:bob@example.com");
+    }
+
+    #[test]
+    fn prack_only_for_new_in_order_reliable_provisionals() {
+        let reliable = |rseq: u32| {
+            response(
+                183,
+                "b7",
+                &format!("Require: 100rel\nRSeq: {rseq}\nContact: <sip:bob@198.51.100.2>\n"),
+            )
+        };
+        let mut d = Dialog::uac(&request(OUR_INVITE), &reliable(10)).unwrap();
+        let prack = d.create_prack(&reliable(10)).unwrap();
+        assert_eq!(
+            String::from_utf8(prack.to_bytes()).unwrap(),
+            "PRACK sip:bob@198.51.100.2 SIP/2.0\r\n\
+             From: <sip:voxflow@192.0.2.10>;tag=v1\r\n\
+             To: <sip:bob@example.com>;tag=b7\r\n\
+             Call-ID: out-7@192.0.2.10\r\n\
+             CSeq: 6 PRACK\r\n\
+             Max-Forwards: 70\r\n\
+             Contact: <sip:voxflow@192.0.2.10:5060>\r\n\
+             RAck: 10 5 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        // a retransmission, a gap: nothing; the next in order: a PRACK
+        assert_eq!(d.create_prack(&reliable(10)), None);
+        assert_eq!(d.create_prack(&reliable(12)), None);
+        assert!(d.create_prack(&reliable(11)).is_some());
+        // not reliable, another dialog, a bad RSeq, a final response: nothing
+        assert_eq!(d.create_prack(&response(180, "b7", "")), None);
+        assert_eq!(
+            d.create_prack(&response(180, "zz", "Require: 100rel\nRSeq: 12\n")),
+            None
+        );
+        assert_eq!(
+            d.create_prack(&response(180, "b7", "Require: 100rel\nRSeq: 0\n")),
+            None
+        );
+        assert_eq!(
+            d.create_prack(&response(200, "b7", "Require: 100rel\nRSeq: 12\n")),
+            None
+        );
+        assert_eq!(d.local_seq(), 7);
+    }
+
+    #[test]
+    fn uas_dialog_next_hop_and_response_target_refresh() {
+        let mut d = dialog();
+        assert_eq!(d.next_hop().host(), "p1.example.com");
+        assert_eq!(d.state(), DialogState::Confirmed);
+        // our re-INVITE in a UAS dialog: its 2xx refreshes the target too
+        let reinvite = d.create_request(Method::Invite);
+        let mut ok = Response::for_request(&reinvite, 200);
+        ok.headers.push("Contact", "<sip:alice@203.0.113.5>");
+        assert_eq!(uac_dialog_id(&ok).as_ref(), Some(d.id()));
+        assert_eq!(d.handle_response(&ok), Ok(()));
+        assert_eq!(d.remote_target().host(), "203.0.113.5");
+        let no_route = INVITE.replace(
+            "Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\n",
+            "",
+        );
+        let contact = Uri::parse("sip:voxflow@192.0.2.10").unwrap();
+        let d = Dialog::uas(&request(&no_route), "b2", &contact).unwrap();
+        assert_eq!(d.next_hop(), d.remote_target());
+    }
+
+    trait WithoutToTag {
+        fn clone_without_to_tag(&self) -> Response;
+    }
+
+    impl WithoutToTag for Response {
+        fn clone_without_to_tag(&self) -> Response {
+            let mut r = self.clone();
+            r.headers.set("To", "<sip:bob@example.com>");
+            r
+        }
     }
 }

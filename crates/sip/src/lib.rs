@@ -12,13 +12,22 @@
 //! - [`StreamFramer`]: Content-Length framing of a TCP stream.
 //! - [`transaction`]: the four transaction machines of RFC 3261 §17 (with the RFC 6026 fix),
 //!   matching, retransmissions and timers, behind one [`TransactionLayer`].
-//! - [`dialog`]: UAS dialogs ([`Dialog`]): in-dialog request construction and CSeq checks.
+//! - [`dialog`]: UAS and UAC dialogs ([`Dialog`]): in-dialog request construction (ACK and
+//!   PRACK included), route sets, target refresh and CSeq checks.
+//! - Reliable provisional responses (RFC 3262): [`RAck`], [`supports_100rel`]; the UAS side
+//!   is [`TransactionLayer::respond_reliably`].
+//! - [`auth`]: HTTP Digest (RFC 7616/8760) challenges and credentials, the client answer and a
+//!   stateless server nonce issuer.
+//! - [`registrar`]: REGISTER processing (RFC 3261 §10.3) over bindings the caller stores.
+//! - [`session_timer`]: `Session-Expires`/`Min-SE` and the UAS negotiation of RFC 4028.
 //!
 //! # What it does not do
 //!
 //! No sockets, no tasks, no clock reads, no global randomness, no DNS. Time comes in as
-//! [`std::time::Instant`] arguments, randomness from [`transaction::Config::seed`]. Digest
-//! authentication and registrar logic are not written yet; SDP is the `sdp` crate's.
+//! [`std::time::Instant`] arguments (wall-clock seconds, `now_unix`, for nonces and
+//! registrations), randomness from [`transaction::Config::seed`] or as arguments (a digest
+//! `cnonce`, the nonce secret). No user or location store: [`auth`] and [`registrar`] take
+//! secrets and bindings from the caller. SDP is the `sdp` crate's.
 //!
 //! # How to drive it
 //!
@@ -57,10 +66,12 @@
 //! The layer answers what the RFC gives to transactions: `100 Trying` to a new INVITE,
 //! retransmissions, `481` to an unmatched CANCEL, `200` to a matched one, `400` to requests
 //! that fail [`validate_request`], `503` when [`transaction::Config::max_transactions`] is
-//! reached. Everything else is for the transaction user (the runtime's call owners).
+//! reached, `400`/`481` to PRACKs that acknowledge no reliable provisional response of ours.
+//! Everything else is for the transaction user (the runtime's call owners).
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 mod cseq;
 pub mod dialog;
 mod error;
@@ -71,6 +82,9 @@ mod message;
 mod method;
 mod name_addr;
 mod params;
+pub mod registrar;
+mod reliable;
+pub mod session_timer;
 mod status;
 pub mod transaction;
 mod uri;
@@ -78,7 +92,7 @@ mod validation;
 mod via;
 
 pub use cseq::CSeq;
-pub use dialog::{Dialog, DialogError, DialogId, uas_dialog_id};
+pub use dialog::{Dialog, DialogError, DialogId, DialogState, uac_dialog_id, uas_dialog_id};
 pub use error::ParseError;
 pub use framing::{FrameError, StreamFramer};
 pub use headers::Headers;
@@ -86,9 +100,11 @@ pub use message::{MAX_HEADER_LINE, MAX_HEADERS, MAX_MESSAGE_SIZE, Message, Reque
 pub use method::Method;
 pub use name_addr::NameAddr;
 pub use params::Params;
+pub use reliable::{OPTION_TAG_100REL, RAck, requires_100rel, supports_100rel};
 pub use status::reason_phrase;
 pub use transaction::{
-    ClientTxId, Config, Event, Peer, ServerTxId, TransactionLayer, Transmit, Transport,
+    ClientTxId, Config, Event, Peer, ReliableError, ServerTxId, TransactionLayer, Transmit,
+    Transport,
 };
 pub use uri::{Scheme, Uri};
 pub use validation::{bad_request_response, validate_request};

@@ -183,6 +183,16 @@ mod tests {
         assert_eq!(round_trip(&na.to_string()), na);
     }
 
+    /// Found by fuzzing: an addr-spec of an unknown scheme ending in `>` parsed, and printed as
+    /// `<...>>`, which does not parse.
+    #[test]
+    fn addr_spec_of_other_scheme_always_reprints() {
+        assert!(NameAddr::parse("yip:voxflow@127.0.0.1:5070>").is_err());
+        assert!(NameAddr::parse("x:a\"b").is_err());
+        let na = round_trip("urn:service:sos;q=0.5");
+        assert_eq!(na.to_string(), "<urn:service:sos>;q=0.5");
+    }
+
     #[test]
     fn malformed_addresses_rejected() {
         for bad in [

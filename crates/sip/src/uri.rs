@@ -59,7 +59,7 @@ impl Uri {
         match scheme {
             Scheme::Sip | Scheme::Sips => parse_sip(scheme, rest).ok_or(err),
             Scheme::Tel => parse_tel(rest).ok_or(err),
-            Scheme::Other(_) if !rest.is_empty() => Ok(Uri {
+            Scheme::Other(_) if !rest.is_empty() && rest.chars().all(is_opaque_char) => Ok(Uri {
                 scheme,
                 user: None,
                 password: None,
@@ -304,6 +304,13 @@ fn is_header_char(c: char) -> bool {
     is_unreserved_or_escape(c) || matches!(c, '[' | ']' | '/' | '?' | ':' | '+' | '$')
 }
 
+/// A character of the opaque part of a URI of another scheme: anything visible but the
+/// delimiters and "unwise" characters of RFC 2396 §2.4.3 (`[`, `]`, `#` and `%` allowed), so
+/// that the URI can always be printed inside `<...>` and read back.
+fn is_opaque_char(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -429,6 +436,9 @@ mod tests {
             "1sip:host",
             "tel:",
             "other:",
+            "other:a>b",
+            "urn:<x>",
+            "x:\"quoted\"",
             "nocolon",
         ] {
             assert_eq!(Uri::parse(bad), Err(ParseError::InvalidUri), "{bad:?}");

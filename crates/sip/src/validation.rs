@@ -86,11 +86,15 @@ pub(crate) fn error_response(
     if CSeq::parse(cseq).is_ok_and(|c| c.method == Method::Ack) {
         return None;
     }
-    let mut response = match err {
-        ParseError::UnsupportedVersion => Response::new(505, reason_phrase(505)),
-        ParseError::TooLarge => Response::new(513, reason_phrase(513)),
-        other => Response::new(400, format!("Bad Request ({other})")),
+    let status = match err {
+        ParseError::UnsupportedVersion => 505,
+        ParseError::TooLarge => 513,
+        _ => 400,
     };
+    // The reason phrase stays the standard one: some peers (SIPp) find headers by searching the
+    // message text, so a phrase naming a header ("malformed CSeq") would confuse them. The
+    // detail goes in a Warning header (RFC 3261 §20.43) after the copied headers.
+    let mut response = Response::new(status, reason_phrase(status));
     for (name, value) in headers.iter() {
         if ["Via", "From", "To", "Call-ID", "CSeq"]
             .iter()
@@ -98,6 +102,10 @@ pub(crate) fn error_response(
         {
             response.headers.push(name, value);
         }
+    }
+    if status == 400 {
+        let text = err.to_string().replace(['"', '\\'], "'");
+        response.headers.push("Warning", format!("399 voxflow \"{text}\""));
     }
     response.set_to_tag(&stateless_tag(call_id, from));
     Some(response)
@@ -135,7 +143,7 @@ fn salvage_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Headers {
 }
 
 /// A To tag for a stateless response: the same for retransmissions of the same request.
-fn stateless_tag(call_id: &str, from: &str) -> String {
+pub(crate) fn stateless_tag(call_id: &str, from: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in call_id.bytes().chain([0]).chain(from.bytes()) {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -269,7 +277,11 @@ Content-Length: 0
         assert_eq!(err, ParseError::BodyTruncated);
         let r = bad_request_response(&buf, &err).unwrap();
         assert_eq!(r.status, 400);
-        assert_eq!(r.reason, "Bad Request (body shorter than Content-Length)");
+        assert_eq!(r.reason, "Bad Request");
+        assert_eq!(
+            r.headers.get("Warning"),
+            Some("399 voxflow \"body shorter than Content-Length\"")
+        );
         assert_eq!(r.vias().len(), 2);
         assert_eq!(r.call_id(), Some("x@192.0.2.1"));
         assert_eq!(r.cseq().unwrap().method, Method::Options);
@@ -329,9 +341,10 @@ Content-Length: 0
         let req = with("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
         let err = validate_request(&req).unwrap_err();
         let r = error_response(&req.method, &req.headers, &err).unwrap();
+        assert_eq!(r.reason, "Bad Request");
         assert_eq!(
-            r.reason,
-            "Bad Request (CSeq method does not match the request method)"
+            r.headers.get("Warning"),
+            Some("399 voxflow \"CSeq method does not match the request method\"")
         );
     }
 }

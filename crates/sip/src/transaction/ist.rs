@@ -6,9 +6,13 @@
 //!               └─300-699─► Completed ──ACK──► Confirmed ──Timer I──► Terminated
 //!                             (Timer G retransmits, Timer H gives up)
 //! ```
+//!
+//! In Proceeding it may also carry reliable provisional responses (RFC 3262, see
+//! `reliable.rs`): they are retransmitted until PRACKed, and a 2xx waits for their PRACKs.
 
 use std::time::{Duration, Instant};
 
+use super::reliable::{PrackMatch, Queued, ReliableProvisionals};
 use super::{Event, Outbox, Peer, ServerTxId, Timers};
 use crate::Response;
 
@@ -48,6 +52,12 @@ pub(super) struct Ist {
     retransmit_2xx: Option<Instant>,
     interval_2xx: Duration,
     acked: bool,
+    /// Whether the INVITE offered reliable provisional responses (`100rel`).
+    pub(super) offers_100rel: bool,
+    /// The reliable provisional responses sent so far (RFC 3262), if any.
+    reliable: Option<Box<ReliableProvisionals>>,
+    /// `100 Trying` to send if the transaction user has not answered by then (§17.2.1: 200 ms).
+    trying: Option<(Instant, Box<Response>)>,
 }
 
 impl Ist {
@@ -67,7 +77,15 @@ impl Ist {
             retransmit_2xx: None,
             interval_2xx: timers.t1,
             acked: false,
+            offers_100rel: false,
+            reliable: None,
+            trying: None,
         }
+    }
+
+    /// Send `trying` (a `100 Trying`) at `at` unless the transaction user answers first.
+    pub(super) fn arm_trying(&mut self, at: Instant, trying: Response) {
+        self.trying = Some((at, Box::new(trying)));
     }
 
     pub(super) fn state(&self) -> State {
@@ -80,7 +98,15 @@ impl Ist {
 
     /// The INVITE arrived again: Proceeding and Completed answer with the last response;
     /// Confirmed and Accepted absorb it.
-    pub(super) fn handle_retransmission(&mut self, out: &mut Outbox) {
+    pub(super) fn handle_retransmission(&mut self, now: Instant, out: &mut Outbox) {
+        if self.state == State::Proceeding
+            && self.last_response.is_none()
+            && let Some((_, trying)) = self.trying.take()
+        {
+            // Nothing sent yet and the peer is impatient: the 100 now.
+            self.respond(now, &trying, out);
+            return;
+        }
         if matches!(self.state, State::Proceeding | State::Completed)
             && let Some(bytes) = &self.last_response
         {
@@ -111,6 +137,7 @@ impl Ist {
     /// A response from the transaction user. Returns `false` (and sends nothing) when the
     /// state does not allow it: a provisional after a final, a non-2xx after a final.
     pub(super) fn respond(&mut self, now: Instant, response: &Response, out: &mut Outbox) -> bool {
+        self.trying = None;
         let status = response.status;
         match self.state {
             State::Proceeding if status < 200 => {}
@@ -134,6 +161,11 @@ impl Ist {
             }
             _ => return false,
         }
+        if status >= 200
+            && let Some(reliable) = &mut self.reliable
+        {
+            reliable.finish();
+        }
         if let Some(tag) = response.to().as_ref().and_then(|to| to.tag()) {
             self.to_tag = Some(tag.to_owned());
         }
@@ -145,6 +177,11 @@ impl Ist {
 
     pub(super) fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.trying.as_ref().map(|(at, _)| *at))
+            && let Some((_, trying)) = self.trying.take()
+        {
+            self.respond(now, &trying, out);
+        }
         if due(self.timer_h) || due(self.timer_i) {
             self.terminate();
             return;
@@ -166,6 +203,15 @@ impl Ist {
             self.interval_2xx = (self.interval_2xx * 2).min(self.timers.t2);
             self.retransmit_2xx = Some(now + self.interval_2xx);
         }
+        if let Some(reliable) = &mut self.reliable {
+            let mut resend = Vec::new();
+            if reliable.handle_timeout(now, &mut resend) {
+                out.emit(Event::ReliableTimeout { tx: self.id });
+            }
+            for bytes in resend {
+                out.send(self.peer, bytes);
+            }
+        }
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
@@ -175,10 +221,102 @@ impl Ist {
             self.timer_i,
             self.timer_l,
             self.retransmit_2xx,
+            self.reliable.as_ref().and_then(|r| r.poll_timeout()),
+            self.trying.as_ref().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The reliable provisional state, created with RSeq `first_rseq` on first use.
+    pub(super) fn reliable_mut(
+        &mut self,
+        first_rseq: impl FnOnce() -> u32,
+    ) -> &mut ReliableProvisionals {
+        self.reliable
+            .get_or_insert_with(|| Box::new(ReliableProvisionals::new(first_rseq())))
+    }
+
+    /// Sends a reliable provisional response (already numbered, with Require and RSeq), or
+    /// queues it until the first one is PRACKed. `false` if the state does not allow it.
+    pub(super) fn respond_reliably(
+        &mut self,
+        now: Instant,
+        rseq: u32,
+        response: &Response,
+        out: &mut Outbox,
+    ) -> bool {
+        self.trying = None;
+        let Some(reliable) = self.reliable.as_mut() else {
+            return false;
+        };
+        if self.state != State::Proceeding {
+            return false;
+        }
+        let queued = Queued {
+            rseq,
+            to_tag: response
+                .to()
+                .as_ref()
+                .and_then(|to| to.tag())
+                .unwrap_or("")
+                .to_owned(),
+            bytes: response.to_bytes(),
+        };
+        if reliable.must_queue() {
+            reliable.queue(queued);
+        } else {
+            self.send_reliable(now, queued, out);
+        }
+        true
+    }
+
+    /// Keeps a 2xx back while reliable provisional responses wait for their PRACK (RFC 3262
+    /// §3); `true` if it was kept.
+    pub(super) fn hold_2xx(&mut self, response: &Response) -> bool {
+        match &mut self.reliable {
+            Some(reliable) if self.state == State::Proceeding && reliable.pending() => {
+                reliable.held_2xx = Some(response.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A PRACK for `rseq` from the early dialog `to_tag`. On a match, sends what waited for
+    /// it, and returns the held 2xx once nothing is left unacknowledged.
+    pub(super) fn handle_prack(
+        &mut self,
+        now: Instant,
+        rseq: u32,
+        to_tag: &str,
+        out: &mut Outbox,
+    ) -> (PrackMatch, Option<Response>) {
+        let Some(reliable) = self.reliable.as_mut() else {
+            return (PrackMatch::NoMatch, None);
+        };
+        let (verdict, released) = reliable.handle_prack(rseq, to_tag);
+        for queued in released {
+            self.send_reliable(now, queued, out);
+        }
+        let release_2xx = match &mut self.reliable {
+            Some(reliable) if !reliable.pending() => reliable.held_2xx.take(),
+            _ => None,
+        };
+        (verdict, release_2xx)
+    }
+
+    fn send_reliable(&mut self, now: Instant, queued: Queued, out: &mut Outbox) {
+        out.send(self.peer, queued.bytes.clone());
+        self.last_response = Some(queued.bytes.clone());
+        if !queued.to_tag.is_empty() {
+            self.to_tag = Some(queued.to_tag.clone());
+        }
+        let retransmit = !self.peer.transport.is_reliable();
+        if let Some(reliable) = &mut self.reliable {
+            reliable.sent(now, queued, self.timers.t1, retransmit);
+        }
     }
 
     pub(super) fn is_terminated(&self) -> bool {

@@ -113,6 +113,32 @@ impl AckKey {
     }
 }
 
+/// How a PRACK (RFC 3262 §3) finds the INVITE server transaction whose reliable provisional
+/// response it acknowledges: the Call-ID, the peer's tag (From tag of both) and the INVITE's
+/// CSeq number from the RAck. The early dialog's To tag and the RSeq are checked after.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PrackKey {
+    call_id: String,
+    remote_tag: String,
+    cseq: u32,
+}
+
+impl PrackKey {
+    /// From a reliable provisional response we send, or from a PRACK we receive (with the
+    /// CSeq number of its RAck).
+    pub(super) fn new(
+        call_id: Option<&str>,
+        from_tag: Option<&str>,
+        cseq: u32,
+    ) -> Option<PrackKey> {
+        Some(PrackKey {
+            call_id: call_id?.to_owned(),
+            remote_tag: from_tag.unwrap_or("").to_owned(),
+            cseq,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

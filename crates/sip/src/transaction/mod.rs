@@ -12,7 +12,8 @@
 //! (non-INVITE server), `ict.rs` (INVITE client), `nict.rs` (non-INVITE client).
 //!
 //! What the layer does on its own:
-//! - answers a new INVITE with `100 Trying` at once;
+//! - answers a new INVITE with `100 Trying` when the transaction user has not answered it
+//!   within 200 ms (§17.2.1), so INVITEs refused or answered at once get no 100;
 //! - answers retransmitted requests with the last response (absorbs them when there is none);
 //! - retransmits over UDP: requests (Timers A, E), non-2xx finals to INVITE (Timer G), and the
 //!   2xx to an INVITE until its ACK arrives (T1 doubling to T2, §13.3.1.4);
@@ -22,26 +23,45 @@
 //! - stamps `received`/`rport` on the top Via of received requests (RFC 3581) and sends
 //!   responses where §18.2.2 says;
 //! - answers `400` to requests that fail [`crate::validate_request`] (drops such ACKs and
-//!   responses), and `503` to new requests beyond [`Config::max_transactions`].
+//!   responses), and `503` to new requests beyond [`Config::max_transactions`];
+//! - reliable provisional responses (RFC 3262, [`TransactionLayer::respond_reliably`]): adds
+//!   `Require: 100rel` and `RSeq`, retransmits each at T1, 2T1, 4T1 ... until its PRACK, gives
+//!   up after 64*T1 ([`Event::ReliableTimeout`]), holds a 2xx until every reliable 1xx is
+//!   acknowledged;
+//! - answers every PRACK but those that acknowledge a live reliable provisional response
+//!   (which come as [`Event::Prack`]): `400` without a well-formed `RAck` or when the RAck
+//!   names an RSeq never sent, `481` when it matches no unacknowledged response.
+//!
+//! Where requests go is the transaction user's choice: [`TransactionLayer::send_request`]
+//! sends to the [`Peer`] it is given. For a request with a Route set that is the first Route's
+//! host and port when that route is a loose router (`;lr`), else the Request-URI's (RFC 3261
+//! §8.1.2, §12.2.1.1); [`crate::Dialog::next_hop`] gives that URI for in-dialog requests.
 
 mod ict;
 mod ist;
 mod matching;
 mod nict;
 mod nist;
+mod reliable;
 mod transport;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// How long a new INVITE waits for the transaction user before the layer sends `100 Trying`
+/// itself (RFC 3261 §17.2.1).
+const TRYING_DELAY: Duration = Duration::from_millis(200);
+
 use self::ict::Ict;
 use self::ist::Ist;
-use self::matching::{AckKey, ClientKey, ServerKey};
+use self::matching::{AckKey, ClientKey, PrackKey, ServerKey};
 use self::nict::Nict;
 use self::nist::Nist;
+use self::reliable::PrackMatch;
 pub use self::transport::{Peer, Transmit, Transport};
+use crate::reliable::{MAX_RSEQ, OPTION_TAG_100REL, has_option_tag, supports_100rel};
 use crate::validation::error_response;
-use crate::{Message, Method, Request, Response, validate_request};
+use crate::{Message, Method, RAck, Request, Response, validate_request};
 
 /// Identifies a server transaction (a request we received).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,7 +110,7 @@ impl Default for Config {
 pub enum Event {
     /// A new request (not ACK, not CANCEL). Answer it with [`TransactionLayer::respond`].
     /// Its top Via already carries `received`/`rport`, so [`Response::for_request`] copies
-    /// them. An INVITE has already been answered `100 Trying`.
+    /// them. An INVITE the transaction user leaves unanswered for 200 ms gets `100 Trying`.
     Request {
         /// The server transaction to respond on.
         tx: ServerTxId,
@@ -135,6 +155,44 @@ pub enum Event {
         /// The INVITE's transaction.
         tx: ServerTxId,
     },
+    /// A PRACK acknowledged one of our reliable provisional responses (RFC 3262 §3): its
+    /// retransmissions have stopped. Answer the PRACK `200` on `tx` (with an SDP answer if it
+    /// carried an offer). PRACKs that match nothing never get here: the layer answers them.
+    Prack {
+        /// The PRACK's own server transaction.
+        tx: ServerTxId,
+        /// The PRACK.
+        request: Request,
+        /// The INVITE whose provisional response it acknowledges.
+        invite_tx: ServerTxId,
+    },
+    /// A reliable provisional response on `tx` went 64*T1 without PRACK. Its retransmissions
+    /// have stopped and a 2xx held for it was dropped; the TU should reject the INVITE with a
+    /// 5xx (RFC 3262 §3).
+    ReliableTimeout {
+        /// The INVITE's transaction.
+        tx: ServerTxId,
+    },
+}
+
+/// Why [`TransactionLayer::respond_reliably`] refused a response (nothing was sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReliableError {
+    /// The transaction is gone, or is not an INVITE server transaction.
+    #[error("no INVITE server transaction with this id")]
+    NoTransaction,
+    /// Only 101..=199 can be sent reliably (never `100 Trying`, RFC 3262 §3).
+    #[error("status {0} cannot be sent reliably")]
+    NotProvisional(u16),
+    /// The INVITE had no `100rel` in Supported or Require: send the 1xx unreliably.
+    #[error("the INVITE does not support 100rel")]
+    NotSupported,
+    /// A final response was already sent.
+    #[error("a final response was already sent")]
+    FinalSent,
+    /// The response lacks something a PRACK is matched with (a To tag, Call-ID, CSeq).
+    #[error("the response has no {0}")]
+    MissingHeader(&'static str),
 }
 
 /// All transactions of one endpoint. See the [module docs](self).
@@ -148,8 +206,14 @@ pub struct TransactionLayer {
     server_keys: HashMap<ServerKey, u64>,
     client_keys: HashMap<ClientKey, u64>,
     ack_keys: HashMap<AckKey, u64>,
+    prack_keys: HashMap<PrackKey, u64>,
+    /// INVITE server transactions by (Call-ID, From tag, CSeq number): how a CANCEL whose branch
+    /// differs from its INVITE's (RFC 2543 style, or a sloppy UAC) still finds it.
+    cancel_keys: HashMap<CancelKey, u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     out: Outbox,
+    /// The RSeq of each transaction's first reliable provisional response; `None` = random.
+    rseq_start: Option<u32>,
 }
 
 impl TransactionLayer {
@@ -174,9 +238,20 @@ impl TransactionLayer {
             server_keys: HashMap::new(),
             client_keys: HashMap::new(),
             ack_keys: HashMap::new(),
+            prack_keys: HashMap::new(),
+            cancel_keys: HashMap::new(),
             deadlines: BTreeSet::new(),
             out: Outbox::default(),
+            rseq_start: None,
         }
+    }
+
+    /// Sets the RSeq of the first reliable provisional response of every INVITE transaction
+    /// (clamped to 1 ..= 2**31 - 1). `None`, the default, draws it from the seeded generator,
+    /// as RFC 3262 §3 recommends; `Some(1)` suits peers that expect `RAck: 1 ...`, such as the
+    /// SIPp `prack.xml` scenario.
+    pub fn set_rseq_start(&mut self, first: Option<u32>) {
+        self.rseq_start = first.map(|n| n.clamp(1, MAX_RSEQ));
     }
 
     // ---- getters ----
@@ -235,13 +310,20 @@ impl TransactionLayer {
     /// Sends a response on a server transaction (and retransmits it as the RFC says). Ignored
     /// if the transaction is gone or the response is not allowed in its state (a provisional
     /// or non-2xx after a final).
+    ///
+    /// A 2xx to an INVITE whose reliable provisional responses are not all PRACKed yet is held
+    /// and sent when the last PRACK arrives (RFC 3262 §3 forbids it when one carried SDP; the
+    /// layer waits in every case), or dropped with [`Event::ReliableTimeout`]. A non-2xx final
+    /// is sent at once and stops the reliable provisionals' retransmissions.
     pub fn respond(&mut self, now: Instant, tx: ServerTxId, response: Response) {
         let Some(entry) = self.transactions.get_mut(&tx.0) else {
             return;
         };
         match &mut entry.machine {
             Machine::Ist(ist) => {
-                if ist.respond(now, &response, &mut self.out)
+                if response.is_success() && ist.hold_2xx(&response) {
+                    // sent when the last reliable provisional response is PRACKed
+                } else if ist.respond(now, &response, &mut self.out)
                     && response.is_success()
                     && entry.ack_key.is_none()
                 {
@@ -265,11 +347,76 @@ impl TransactionLayer {
         self.reschedule(tx.0);
     }
 
+    /// Sends a provisional response (101..=199) to an INVITE reliably (RFC 3262 §3) and
+    /// returns its RSeq. Adds `Require: 100rel` and `RSeq` (the first of the transaction from
+    /// [`TransactionLayer::set_rseq_start`], then one more each time). The response is
+    /// retransmitted at T1, 2T1, 4T1 ... (unreliable transports) until a PRACK acknowledges it
+    /// ([`Event::Prack`]), a final response is sent, or 64*T1 pass ([`Event::ReliableTimeout`]).
+    /// While the first is unacknowledged, later ones are queued and sent when its PRACK
+    /// arrives. The response must carry the To tag of the early dialog.
+    ///
+    /// Refused, with nothing sent, when the INVITE did not offer `100rel` (check
+    /// [`crate::supports_100rel`]; if it *requires* it, every 1xx but 100 must go this way).
+    pub fn respond_reliably(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        mut response: Response,
+    ) -> Result<u32, ReliableError> {
+        if !(101..200).contains(&response.status) {
+            return Err(ReliableError::NotProvisional(response.status));
+        }
+        let to_tag = response.to().and_then(|to| to.tag().map(str::to_owned));
+        let cseq = response
+            .cseq()
+            .ok_or(ReliableError::MissingHeader("CSeq"))?;
+        let from_tag = response.from().and_then(|f| f.tag().map(str::to_owned));
+        let key = PrackKey::new(response.call_id(), from_tag.as_deref(), cseq.seq)
+            .ok_or(ReliableError::MissingHeader("Call-ID"))?;
+        if to_tag.is_none() {
+            return Err(ReliableError::MissingHeader("To tag"));
+        }
+        let start = match self.rseq_start {
+            Some(n) => n,
+            None => {
+                let r = self.random() % u64::from(MAX_RSEQ);
+                u32::try_from(r).unwrap_or(0) + 1
+            }
+        };
+        let Some(entry) = self.transactions.get_mut(&tx.0) else {
+            return Err(ReliableError::NoTransaction);
+        };
+        let Machine::Ist(ist) = &mut entry.machine else {
+            return Err(ReliableError::NoTransaction);
+        };
+        if ist.state() != ist::State::Proceeding {
+            return Err(ReliableError::FinalSent);
+        }
+        if !ist.offers_100rel {
+            return Err(ReliableError::NotSupported);
+        }
+        let rseq = ist.reliable_mut(|| start).allocate_rseq();
+        if !has_option_tag(&response.headers, "Require", OPTION_TAG_100REL) {
+            response.headers.push("Require", OPTION_TAG_100REL);
+        }
+        response.headers.set("RSeq", rseq.to_string());
+        if !ist.respond_reliably(now, rseq, &response, &mut self.out) {
+            return Err(ReliableError::FinalSent);
+        }
+        if entry.prack_key.is_none() {
+            self.prack_keys.insert(key.clone(), tx.0);
+            entry.prack_key = Some(key);
+        }
+        self.reschedule(tx.0);
+        Ok(rseq)
+    }
+
     /// Sends a request in a new client transaction (INVITE or non-INVITE). Inserts the top
     /// Via (our sent-by for the transport, a fresh `z9hG4bK` branch, `rport`) and
-    /// Max-Forwards: 70 if absent. An ACK is sent without a transaction (prefer
-    /// [`TransactionLayer::send_stateless`]); a CANCEL of our INVITE should use
-    /// [`TransactionLayer::cancel`].
+    /// Max-Forwards: 70 if absent. The request goes to `peer` whatever its Route header says:
+    /// choosing the next hop is the TU's job (see the [module docs](self)). An ACK is sent
+    /// without a transaction (prefer [`TransactionLayer::send_ack`]); a CANCEL of our INVITE
+    /// should use [`TransactionLayer::cancel`].
     pub fn send_request(&mut self, now: Instant, peer: Peer, mut request: Request) -> ClientTxId {
         let id = self.allocate_id();
         let branch = self.add_via(peer, &mut request);
@@ -357,6 +504,21 @@ impl TransactionLayer {
         self.out.send(peer, bytes);
     }
 
+    /// Sends the ACK for a 2xx to our INVITE (RFC 3261 §13.2.2.4), built by
+    /// [`crate::Dialog::create_ack`], without a transaction. Adds our Via with a fresh branch
+    /// unless `ack` already has a Via, and Max-Forwards: 70 if absent, in `ack` itself: keep
+    /// it, and pass it again for each retransmission of that 2xx ([`Event::Response`]) so the
+    /// same ACK is re-sent.
+    pub fn send_ack(&mut self, peer: Peer, ack: &mut Request) {
+        if !ack.headers.contains("Via") {
+            self.add_via(peer, ack);
+        }
+        if !ack.headers.contains("Max-Forwards") {
+            ack.headers.push("Max-Forwards", "70");
+        }
+        self.out.send(peer, ack.to_bytes());
+    }
+
     /// A fresh random tag (for From/To), from the seeded generator.
     pub fn new_tag(&mut self) -> String {
         format!("{:016x}", self.random())
@@ -405,22 +567,36 @@ impl TransactionLayer {
             Method::Cancel => self.handle_cancel(now, dest, key, request),
             _ => {
                 if let Some(&id) = self.server_keys.get(&key) {
-                    self.handle_retransmission(id);
+                    self.handle_retransmission(now, id);
                     return;
                 }
                 if self.transactions.len() >= self.config.max_transactions {
                     self.respond_stateless(dest, &request, 503);
                     return;
                 }
+                if request.method == Method::Prack {
+                    self.handle_prack(now, dest, key, request);
+                    return;
+                }
                 let id = self.allocate_id();
+                let cancel_key = (request.method == Method::Invite)
+                    .then(|| cancel_key(&request))
+                    .flatten();
                 let machine = if request.method == Method::Invite {
                     let mut ist = Ist::new(ServerTxId(id), dest, self.timers);
-                    ist.respond(now, &Response::for_request(&request, 100), &mut self.out);
+                    ist.offers_100rel = supports_100rel(&request);
+                    // §17.2.1: a 100 only if the transaction user is silent for 200 ms (so a
+                    // request refused or answered at once gets no 100 before it).
+                    ist.arm_trying(now + TRYING_DELAY, Response::for_request(&request, 100));
                     Machine::Ist(ist)
                 } else {
                     Machine::Nist(Nist::new(now, dest, self.timers))
                 };
                 self.insert(id, machine, Key::Server(key));
+                if let (Some(ck), Some(entry)) = (cancel_key, self.transactions.get_mut(&id)) {
+                    self.cancel_keys.insert(ck.clone(), id);
+                    entry.cancel_key = Some(ck);
+                }
                 self.out.emit(Event::Request {
                     tx: ServerTxId(id),
                     request,
@@ -430,9 +606,105 @@ impl TransactionLayer {
         }
     }
 
-    fn handle_retransmission(&mut self, id: u64) {
+    /// A new PRACK (RFC 3262 §3): to the TU if it acknowledges a live reliable provisional
+    /// response, else answered here.
+    fn handle_prack(&mut self, now: Instant, dest: Peer, key: ServerKey, request: Request) {
+        let rack = match request.headers.get("RAck").map(RAck::parse) {
+            Some(Ok(rack)) => rack,
+            Some(Err(_)) => {
+                return self.answer_prack(
+                    now,
+                    dest,
+                    key,
+                    &request,
+                    400,
+                    "Bad Request (malformed RAck)",
+                );
+            }
+            None => {
+                return self.answer_prack(
+                    now,
+                    dest,
+                    key,
+                    &request,
+                    400,
+                    "Bad Request (missing RAck)",
+                );
+            }
+        };
+        let from_tag = request.from().and_then(|f| f.tag().map(str::to_owned));
+        let to_tag = request.to().and_then(|t| t.tag().map(str::to_owned));
+        let invite = (rack.method == Method::Invite)
+            .then(|| PrackKey::new(request.call_id(), from_tag.as_deref(), rack.cseq))
+            .flatten()
+            .and_then(|k| self.prack_keys.get(&k).copied());
+        let outcome = invite.and_then(|invite_id| {
+            match &mut self.transactions.get_mut(&invite_id)?.machine {
+                Machine::Ist(ist) => {
+                    let to_tag = to_tag.as_deref().unwrap_or("");
+                    Some((
+                        invite_id,
+                        ist.handle_prack(now, rack.rseq, to_tag, &mut self.out),
+                    ))
+                }
+                _ => None,
+            }
+        });
+        match outcome {
+            Some((invite_id, (PrackMatch::Acknowledged, release))) => {
+                self.reschedule(invite_id);
+                let id = self.allocate_id();
+                self.insert(
+                    id,
+                    Machine::Nist(Nist::new(now, dest, self.timers)),
+                    Key::Server(key),
+                );
+                self.out.emit(Event::Prack {
+                    tx: ServerTxId(id),
+                    request,
+                    invite_tx: ServerTxId(invite_id),
+                });
+                if let Some(ok) = release {
+                    self.respond(now, ServerTxId(invite_id), ok);
+                }
+            }
+            Some((_, (PrackMatch::NeverSent, _))) => self.answer_prack(
+                now,
+                dest,
+                key,
+                &request,
+                400,
+                "Bad Request (RAck matches no response sent)",
+            ),
+            Some((_, (PrackMatch::NoMatch, _))) | None => {
+                self.answer_prack(now, dest, key, &request, 481, crate::reason_phrase(481))
+            }
+        }
+    }
+
+    /// Answers a PRACK in its own server transaction (so retransmissions get the same answer).
+    fn answer_prack(
+        &mut self,
+        now: Instant,
+        dest: Peer,
+        key: ServerKey,
+        request: &Request,
+        status: u16,
+        reason: &str,
+    ) {
+        let mut response = Response::for_request(request, status);
+        response.reason = reason.to_owned();
+        let tag = self.new_tag();
+        response.set_to_tag(&tag);
+        let id = self.allocate_id();
+        let mut nist = Nist::new(now, dest, self.timers);
+        nist.respond(now, &response, &mut self.out);
+        self.insert(id, Machine::Nist(nist), Key::Server(key));
+    }
+
+    fn handle_retransmission(&mut self, now: Instant, id: u64) {
         match self.transactions.get_mut(&id).map(|e| &mut e.machine) {
-            Some(Machine::Ist(ist)) => ist.handle_retransmission(&mut self.out),
+            Some(Machine::Ist(ist)) => ist.handle_retransmission(now, &mut self.out),
             Some(Machine::Nist(nist)) => nist.handle_retransmission(&mut self.out),
             _ => {}
         }
@@ -473,12 +745,13 @@ impl TransactionLayer {
 
     fn handle_cancel(&mut self, now: Instant, dest: Peer, key: ServerKey, request: Request) {
         if let Some(&id) = self.server_keys.get(&key) {
-            self.handle_retransmission(id);
+            self.handle_retransmission(now, id);
             return;
         }
         let invite = self
             .server_keys
             .get(&key.with_method(Method::Invite))
+            .or_else(|| self.cancel_keys.get(&cancel_key(&request)?))
             .and_then(|id| match &self.transactions.get(id)?.machine {
                 Machine::Ist(ist) => Some((*id, ist.state(), ist.to_tag().map(str::to_owned))),
                 _ => None,
@@ -605,6 +878,8 @@ impl TransactionLayer {
                 deadline: None,
                 key,
                 ack_key: None,
+                prack_key: None,
+                cancel_key: None,
             },
         );
         self.reschedule(id);
@@ -652,6 +927,16 @@ impl TransactionLayer {
         {
             self.ack_keys.remove(k);
         }
+        if let Some(k) = &entry.prack_key
+            && self.prack_keys.get(k) == Some(&id)
+        {
+            self.prack_keys.remove(k);
+        }
+        if let Some(k) = &entry.cancel_key
+            && self.cancel_keys.get(k) == Some(&id)
+        {
+            self.cancel_keys.remove(k);
+        }
         // an INVITE that ends with a CANCEL still waiting takes the CANCEL with it
         if let Machine::Ict(ict) = &entry.machine
             && let Some(cancel_id) = ict.pending_cancel
@@ -659,6 +944,14 @@ impl TransactionLayer {
             self.remove(cancel_id);
         }
     }
+}
+
+/// (Call-ID, From tag, CSeq number) of an INVITE, or of the CANCEL meant for it.
+type CancelKey = (String, String, u32);
+
+fn cancel_key(request: &Request) -> Option<CancelKey> {
+    let from_tag = request.from()?.tag()?.to_owned();
+    Some((request.call_id()?.to_owned(), from_tag, request.cseq()?.seq))
 }
 
 /// The RFC timer base values in use.
@@ -692,6 +985,10 @@ struct Entry {
     deadline: Option<Instant>,
     key: Key,
     ack_key: Option<AckKey>,
+    /// How PRACKs find this INVITE server transaction once it sent a reliable provisional.
+    prack_key: Option<PrackKey>,
+    /// How a CANCEL with another branch finds this INVITE server transaction.
+    cancel_key: Option<CancelKey>,
 }
 
 #[derive(Debug)]

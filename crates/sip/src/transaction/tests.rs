@@ -116,8 +116,18 @@ impl Harness {
         (sent, events)
     }
 
-    /// Drives a new request in and returns its server transaction.
+    /// A new request reaches the TU; a new INVITE is answered `100 Trying` at once, as the
+    /// runtime does for new calls (the layer's own delayed 100 has tests of its own).
     fn new_request(&mut self, peer: Peer, text: &str) -> (ServerTxId, Request) {
+        let (tx, request) = self.new_request_silent(peer, text);
+        if request.method == Method::Invite {
+            self.respond(tx, Response::for_request(&request, 100));
+        }
+        (tx, request)
+    }
+
+    /// A new request reaches the TU, which does not answer yet.
+    fn new_request_silent(&mut self, peer: Peer, text: &str) -> (ServerTxId, Request) {
         self.input(peer, text);
         let events = self.events();
         match events.as_slice() {
@@ -595,7 +605,8 @@ fn invalid_requests_get_400_without_reaching_the_tu() {
     let sent = h.transmits();
     let r = response_of(&sent[0]);
     assert_eq!(r.status, 400);
-    assert!(r.reason.contains("CSeq"), "{}", r.reason);
+    assert_eq!(r.reason, "Bad Request");
+    assert!(r.headers.get("Warning").is_some_and(|w| w.contains("CSeq")), "{r:?}");
     assert_eq!(sent[0].peer, sipp());
     assert!(h.events().is_empty());
     assert!(h.layer.is_empty());
@@ -941,4 +952,616 @@ fn late_timeouts_do_not_burst() {
     h.layer.handle_timeout(h.now);
     assert_eq!(h.transmits().len(), 1);
     assert_eq!(h.layer.poll_timeout(), Some(h.at(6_000)));
+}
+
+// ---- reliable provisional responses (RFC 3262), UAS side ----
+
+/// SIPp's `prack.xml` INVITE (UAC side), filled in as for `SIPP_INVITE`.
+fn prack_invite() -> String {
+    SIPP_INVITE.replace(
+        "Contact: <sip:sipp@192.0.2.20:5061>\n",
+        "Contact: <sip:sipp@192.0.2.20:5061>\nSupported: 100rel\n",
+    )
+}
+
+/// SIPp's PRACK with the given RAck line (`None`: no RAck, as in `prack_missing_rack.xml`).
+fn prack(rack: Option<&str>, branch: &str) -> String {
+    let rack = rack.map(|r| format!("RAck: {r}\n")).unwrap_or_default();
+    format!(
+        "PRACK sip:voxflow@192.0.2.10:5060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.20:5061;branch=z9hG4bK-4242-1-0-{branch}
+Max-Forwards: 70
+From: <sip:sipp@192.0.2.20>;tag=1
+To: <sip:voxflow@192.0.2.10>;tag=vx1
+Call-ID: 1-4242@192.0.2.20
+CSeq: 2 PRACK
+{rack}Content-Length: 0
+
+"
+    )
+}
+
+/// A harness with an INVITE offering 100rel received (its 100 Trying drained) and RSeq
+/// numbering from 1, as the SIPp scenarios expect.
+fn reliable_setup() -> (Harness, ServerTxId, Request) {
+    let mut h = Harness::new();
+    h.layer.set_rseq_start(Some(1));
+    let (tx, invite) = h.new_request(sipp(), &prack_invite());
+    assert_eq!(response_of(&h.transmits()[0]).status, 100);
+    (h, tx, invite)
+}
+
+fn statuses(sent: &[Transmit]) -> Vec<(u16, Method)> {
+    sent.iter()
+        .map(|t| {
+            let r = response_of(t);
+            (r.status, r.cseq().unwrap().method)
+        })
+        .collect()
+}
+
+#[test]
+fn reliable_provisional_retransmits_until_reliable_timeout() {
+    let (mut h, tx, invite) = reliable_setup();
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180)),
+        Ok(1)
+    );
+    let sent = h.transmits();
+    assert_eq!(sent.len(), 1);
+    let ringing = response_of(&sent[0]);
+    assert_eq!(ringing.headers.get("Require"), Some("100rel"));
+    assert_eq!(ringing.headers.get("RSeq"), Some("1"));
+    assert_eq!(ringing.to().unwrap().tag(), Some("vx1"));
+    // T1, doubling without the T2 cap, until 64*T1
+    let (retransmits, events) = h.run_until(40_000);
+    assert_eq!(retransmits, [500, 1_500, 3_500, 7_500, 15_500, 31_500]);
+    assert_eq!(events, [(32_000, Event::ReliableTimeout { tx })]);
+    // the TU rejects the INVITE (RFC 3262 §3: 5xx); a late PRACK matches nothing any more
+    h.respond(tx, ok_with_tag(&invite, 500));
+    assert_eq!(statuses(&h.transmits()), [(500, Method::Invite)]);
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "prack"));
+    assert_eq!(statuses(&h.transmits()), [(481, Method::Prack)]);
+    assert!(h.events().is_empty());
+}
+
+/// `prack.xml`: INVITE, 100, reliable 180, PRACK, 200 (PRACK), 200 (INVITE), ACK, BYE.
+#[test]
+fn sipp_prack_scenario_end_to_end() {
+    let (mut h, tx, invite) = reliable_setup();
+    h.layer
+        .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+        .unwrap();
+    h.transmits();
+    let (retransmits, _) = h.run_until(1_000);
+    assert_eq!(retransmits, [500]);
+    // the TU answers before the PRACK came: the 2xx is held
+    let mut ok = ok_with_tag(&invite, 200);
+    ok.headers.push("Contact", "<sip:voxflow@192.0.2.10:5060>");
+    h.respond(tx, ok);
+    assert!(h.transmits().is_empty(), "2xx sent before the PRACK");
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "prack"));
+    let events = h.events();
+    let (prack_tx, prack_request) = match events.as_slice() {
+        [
+            Event::Prack {
+                tx: p,
+                request,
+                invite_tx,
+            },
+        ] if *invite_tx == tx => (*p, request.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(prack_request.headers.get("RAck"), Some("1 1 INVITE"));
+    // the PRACK released the 2xx; the TU answers the PRACK
+    assert_eq!(statuses(&h.transmits()), [(200, Method::Invite)]);
+    h.respond(prack_tx, Response::for_request(&prack_request, 200));
+    assert_eq!(statuses(&h.transmits()), [(200, Method::Prack)]);
+    // a retransmitted PRACK gets the same 200 and no event
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "prack"));
+    assert_eq!(statuses(&h.transmits()), [(200, Method::Prack)]);
+    assert!(h.events().is_empty());
+    // no more 180s; the 2xx is retransmitted until the ACK
+    let (retransmits, _) = h.run_until(1_500);
+    assert_eq!(retransmits, [1_500]);
+    assert_eq!(statuses(&h.transmits()), []);
+    h.input(sipp(), SIPP_ACK);
+    assert!(matches!(h.events().as_slice(), [Event::Ack { .. }]));
+    let (bye_tx, bye) = h.new_request(sipp(), &SIPP_BYE.replace("CSeq: 2 BYE", "CSeq: 3 BYE"));
+    h.respond(bye_tx, Response::for_request(&bye, 200));
+    assert_eq!(statuses(&h.transmits()), [(200, Method::Bye)]);
+    let (retransmits, events) = h.run_until(40_000);
+    assert!(retransmits.is_empty() && events.is_empty(), "{events:?}");
+    assert!(h.layer.is_empty());
+}
+
+/// `prack_bad_rack.xml` (an RSeq never sent) and `prack_missing_rack.xml` expect 400.
+#[test]
+fn prack_with_bad_or_missing_rack_gets_400() {
+    for (rack, reason) in [
+        (Some("999 1 INVITE"), "RAck matches no response sent"),
+        (None, "missing RAck"),
+        (Some("1 INVITE"), "malformed RAck"),
+        (Some("x 1 INVITE"), "malformed RAck"),
+    ] {
+        let (mut h, tx, invite) = reliable_setup();
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+            .unwrap();
+        h.transmits();
+        h.input(sipp(), &prack(rack, "prack"));
+        let sent = h.transmits();
+        assert_eq!(statuses(&sent), [(400, Method::Prack)], "{rack:?}");
+        let r = response_of(&sent[0]);
+        assert!(r.reason.contains(reason), "{}", r.reason);
+        assert_eq!(r.to().unwrap().tag(), Some("vx1"));
+        assert!(h.events().is_empty());
+        // retransmitted: the same 400; the 180 is still awaiting its PRACK
+        h.input(sipp(), &prack(rack, "prack"));
+        assert_eq!(h.transmits()[0].data, sent[0].data);
+        let (retransmits, _) = h.run_until(600);
+        assert_eq!(retransmits, [500]);
+    }
+}
+
+#[test]
+fn prack_matching_nothing_gets_481() {
+    // no INVITE at all
+    let mut h = Harness::new();
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "prack"));
+    assert_eq!(statuses(&h.transmits()), [(481, Method::Prack)]);
+    assert!(h.events().is_empty());
+
+    let (mut h, tx, invite) = reliable_setup();
+    h.layer
+        .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+        .unwrap();
+    h.transmits();
+    for (n, (text, why)) in [
+        (
+            prack(Some("1 1 INVITE"), "a").replace("tag=vx1", "tag=other"),
+            "another early dialog",
+        ),
+        (prack(Some("1 7 INVITE"), "b"), "another INVITE"),
+        (prack(Some("1 1 UPDATE"), "c"), "another method"),
+        (
+            prack(Some("1 1 INVITE"), "d").replace("Call-ID: 1-4242", "Call-ID: 2-4242"),
+            "another call",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.input(sipp(), &text);
+        assert_eq!(
+            statuses(&h.transmits()),
+            [(481, Method::Prack)],
+            "{n}: {why}"
+        );
+        assert!(h.events().is_empty(), "{why}");
+    }
+    // the right one matches; a second PRACK (new branch) for the same RSeq then gets 481
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "e"));
+    assert!(matches!(h.events().as_slice(), [Event::Prack { .. }]));
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "f"));
+    assert_eq!(statuses(&h.transmits()), [(481, Method::Prack)]);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn later_reliable_provisionals_wait_for_the_first_prack() {
+    let (mut h, tx, invite) = reliable_setup();
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 183)),
+        Ok(1)
+    );
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180)),
+        Ok(2)
+    );
+    assert_eq!(statuses(&h.transmits()), [(183, Method::Invite)]);
+    // a PRACK for the queued one is for a response never sent
+    h.run_until(700);
+    h.transmits();
+    h.input(sipp(), &prack(Some("2 1 INVITE"), "early"));
+    assert_eq!(statuses(&h.transmits()), [(400, Method::Prack)]);
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "p1"));
+    assert!(matches!(h.events().as_slice(), [Event::Prack { .. }]));
+    let sent = h.transmits();
+    assert_eq!(statuses(&sent), [(180, Method::Invite)]);
+    assert_eq!(response_of(&sent[0]).headers.get("RSeq"), Some("2"));
+    // the 180's own schedule starts when it is sent (700 ms)
+    let (retransmits, _) = h.run_until(2_500);
+    assert_eq!(retransmits, [1_200, 2_200]);
+    // once the first is acknowledged, more may be outstanding at once
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 182)),
+        Ok(3)
+    );
+    assert_eq!(statuses(&h.transmits()), [(182, Method::Invite)]);
+    // a retransmitted INVITE gets the last provisional
+    h.input(sipp(), &prack_invite());
+    assert_eq!(statuses(&h.transmits()), [(182, Method::Invite)]);
+}
+
+#[test]
+fn non_2xx_final_stops_reliable_retransmissions() {
+    let (mut h, tx, invite) = reliable_setup();
+    h.layer
+        .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+        .unwrap();
+    h.transmits();
+    h.run_until(600);
+    h.transmits();
+    h.respond(tx, ok_with_tag(&invite, 486));
+    assert_eq!(statuses(&h.transmits()), [(486, Method::Invite)]);
+    // only Timer G retransmits (the 486); no ReliableTimeout
+    let (retransmits, events) = h.run_until(40_000);
+    assert_eq!(retransmits.first(), Some(&1_100));
+    assert!(events.is_empty(), "{events:?}");
+    assert!(h.layer.is_empty());
+}
+
+#[test]
+fn late_prack_after_final_still_matches() {
+    let (mut h, tx, invite) = reliable_setup();
+    h.layer
+        .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+        .unwrap();
+    h.respond(tx, ok_with_tag(&invite, 486));
+    h.transmits();
+    h.input(sipp(), &prack(Some("1 1 INVITE"), "late"));
+    assert!(matches!(h.events().as_slice(), [Event::Prack { invite_tx, .. }] if *invite_tx == tx));
+    assert!(h.transmits().is_empty(), "the TU answers a matching PRACK");
+}
+
+#[test]
+fn respond_reliably_refusals() {
+    let (mut h, tx, invite) = reliable_setup();
+    let l = &mut h.layer;
+    let now = h.now;
+    assert_eq!(
+        l.respond_reliably(now, tx, ok_with_tag(&invite, 100)),
+        Err(ReliableError::NotProvisional(100))
+    );
+    assert_eq!(
+        l.respond_reliably(now, tx, ok_with_tag(&invite, 200)),
+        Err(ReliableError::NotProvisional(200))
+    );
+    assert_eq!(
+        l.respond_reliably(now, tx, Response::for_request(&invite, 180)),
+        Err(ReliableError::MissingHeader("To tag"))
+    );
+    assert_eq!(
+        l.respond_reliably(now, ServerTxId(tx.0 + 50), ok_with_tag(&invite, 180)),
+        Err(ReliableError::NoTransaction)
+    );
+    assert!(h.transmits().is_empty());
+    h.respond(tx, ok_with_tag(&invite, 486));
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180)),
+        Err(ReliableError::FinalSent)
+    );
+    // an INVITE without 100rel
+    let (tx, invite) = h.new_request(sipp(), &SIPP_INVITE.replace("-4242-1-0", "-4242-9-0"));
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180)),
+        Err(ReliableError::NotSupported)
+    );
+    // a non-INVITE transaction
+    let (tx, options) = h.new_request(sipp(), OPTIONS);
+    assert_eq!(
+        h.layer
+            .respond_reliably(h.now, tx, ok_with_tag(&options, 180)),
+        Err(ReliableError::NoTransaction)
+    );
+    // Require: 100rel also counts; a Require already naming 100rel is not repeated
+    let text = SIPP_INVITE
+        .replace("-4242-1-0", "-4242-8-0")
+        .replace("Content-Type:", "Require: 100rel\nContent-Type:");
+    let (tx, invite) = h.new_request(sipp(), &text);
+    h.transmits();
+    let mut ringing = ok_with_tag(&invite, 180);
+    ringing.headers.push("Require", "100rel");
+    assert!(h.layer.respond_reliably(h.now, tx, ringing).is_ok());
+    let sent = response_of(&h.transmits()[0]);
+    assert_eq!(sent.headers.get_all("Require").count(), 1);
+}
+
+#[test]
+fn rseq_start_is_random_from_the_seed_by_default() {
+    let first_rseq = |seed: u64| {
+        let mut h = Harness::with(Config {
+            seed,
+            ..Config::default()
+        });
+        let (tx, invite) = h.new_request(sipp(), &prack_invite());
+        let rseq = h
+            .layer
+            .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+            .unwrap();
+        assert_eq!(
+            h.layer
+                .respond_reliably(h.now, tx, ok_with_tag(&invite, 183)),
+            Ok(rseq % 0x7fff_ffff + 1)
+        );
+        rseq
+    };
+    let a = first_rseq(7);
+    assert!((1..=0x7fff_ffff).contains(&a));
+    assert_eq!(first_rseq(7), a);
+    assert_ne!(first_rseq(8), a);
+}
+
+#[test]
+fn reliable_provisional_over_tcp_is_not_retransmitted_but_times_out() {
+    let mut h = Harness::new();
+    let peer = tcp("192.0.2.20:40000", 4);
+    let (tx, invite) = h.new_request(peer, &prack_invite().replace("SIP/2.0/UDP", "SIP/2.0/TCP"));
+    h.layer
+        .respond_reliably(h.now, tx, ok_with_tag(&invite, 180))
+        .unwrap();
+    assert_eq!(h.transmits().len(), 2);
+    let (retransmits, events) = h.run_until(40_000);
+    assert!(retransmits.is_empty());
+    assert_eq!(events, [(32_000, Event::ReliableTimeout { tx })]);
+}
+
+// ---- UAC: dialogs, forked 2xx, ACK ----
+
+/// The responses of SIPp's `uas_invite.xml` (call number 1, SIPp at 192.0.2.20:5061) to our
+/// INVITE as sent.
+fn sipp_uas_response(invite: &Request, status: u16, tag: &str) -> Message {
+    let mut r = Response::for_request(invite, status);
+    r.set_to_tag(tag);
+    if status > 100 {
+        r.headers.push("Contact", "<sip:uas@192.0.2.20:5061>");
+    }
+    Message::Response(r)
+}
+
+#[test]
+fn uac_dialog_from_the_uas_invite_exchange() {
+    let mut h = Harness::new();
+    let tx = h.layer.send_request(h.now, sipp(), outbound_invite());
+    let invite = request_of(&h.transmits()[0]);
+    for status in [100, 180, 200] {
+        let msg = sipp_uas_response(&invite, status, "1");
+        h.layer.handle_message(h.now, sipp(), msg);
+    }
+    let responses: Vec<Response> = h
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Response { tx: t, response } if t == tx => response,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(responses.len(), 3);
+    // the 100 (with a tag, as SIPp sends it) makes no dialog: not a 101..=299
+    assert!(crate::Dialog::uac(&invite, &responses[0]).is_err());
+    let mut dialog = crate::Dialog::uac(&invite, &responses[1]).unwrap();
+    assert_eq!(dialog.state(), crate::DialogState::Early);
+    assert_eq!(
+        crate::uac_dialog_id(&responses[2]).as_ref(),
+        Some(dialog.id())
+    );
+    assert_eq!(dialog.handle_response(&responses[2]), Ok(()));
+    assert_eq!(dialog.state(), crate::DialogState::Confirmed);
+    let mut ack = dialog.create_ack(invite.cseq().unwrap().seq);
+    h.layer.send_ack(sipp(), &mut ack);
+    let sent = h.transmits();
+    assert_eq!(sent[0].peer, sipp());
+    let text = String::from_utf8(sent[0].data.clone()).unwrap();
+    let branch = ack.top_via().unwrap().branch().unwrap().to_owned();
+    assert_ne!(Some(branch.as_str()), invite.top_via().unwrap().branch());
+    assert_eq!(
+        text,
+        format!(
+            "ACK sip:uas@192.0.2.20:5061 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch};rport\r\n\
+             From: <sip:voxflow@192.0.2.10>;tag=ours\r\n\
+             To: <sip:sipp@192.0.2.20>;tag=1\r\n\
+             Call-ID: out-1\r\n\
+             CSeq: 1 ACK\r\n\
+             Max-Forwards: 70\r\n\
+             Contact: <sip:voxflow@192.0.2.10>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    );
+    // the 2xx retransmitted: the TU sends the same ACK again
+    h.layer
+        .handle_message(h.now, sipp(), sipp_uas_response(&invite, 200, "1"));
+    assert_eq!(h.events().len(), 1);
+    h.layer.send_ack(sipp(), &mut ack);
+    assert_eq!(h.transmits()[0].data, sent[0].data);
+    // BYE in the dialog, in its own client transaction
+    let bye = dialog.create_request(Method::Bye);
+    assert_eq!(bye.cseq().unwrap().seq, 2);
+    let bye_tx = h.layer.send_request(h.now, sipp(), bye);
+    let bye = request_of(&h.transmits()[0]);
+    assert_eq!(bye.uri.to_string(), "sip:uas@192.0.2.20:5061");
+    h.layer
+        .handle_message(h.now, sipp(), peer_response(&bye, 200));
+    assert!(
+        matches!(h.events().as_slice(), [Event::Response { tx, response }] if *tx == bye_tx && response.status == 200)
+    );
+}
+
+#[test]
+fn forked_2xx_each_reach_the_tu_until_timer_m() {
+    let mut h = Harness::new();
+    let tx = h.layer.send_request(h.now, sipp(), outbound_invite());
+    let invite = request_of(&h.transmits()[0]);
+    let fork_a = udp("192.0.2.31:5060");
+    let fork_b = udp("192.0.2.32:5060");
+    h.layer
+        .handle_message(h.now, fork_a, sipp_uas_response(&invite, 180, "a"));
+    h.layer
+        .handle_message(h.now, fork_b, sipp_uas_response(&invite, 200, "b"));
+    h.run_until(1_000);
+    // after the first 2xx: another fork's 2xx, a retransmission, a late 1xx (dropped)
+    h.layer
+        .handle_message(h.now, fork_a, sipp_uas_response(&invite, 200, "a"));
+    h.layer
+        .handle_message(h.now, fork_b, sipp_uas_response(&invite, 200, "b"));
+    h.layer
+        .handle_message(h.now, fork_a, sipp_uas_response(&invite, 183, "a"));
+    let got: Vec<(u16, String)> = h
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Response { tx: t, response } if t == tx => (
+                response.status,
+                response.to().unwrap().tag().unwrap().to_owned(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (180, "a".to_owned()),
+            (200, "b".to_owned()),
+            (200, "a".to_owned()),
+            (200, "b".to_owned())
+        ]
+    );
+    assert!(h.transmits().is_empty(), "the ICT does not ACK 2xx");
+    // two dialogs: each gets its ACK (and the TU BYEs the one it does not want)
+    let Message::Response(ok_a) = sipp_uas_response(&invite, 200, "a") else {
+        unreachable!()
+    };
+    let Message::Response(ok_b) = sipp_uas_response(&invite, 200, "b") else {
+        unreachable!()
+    };
+    let mut a = crate::Dialog::uac(&invite, &ok_a).unwrap();
+    let b = crate::Dialog::uac(&invite, &ok_b).unwrap();
+    assert_ne!(a.id(), b.id());
+    assert_eq!(
+        a.handle_response(&ok_b),
+        Err(crate::DialogError::NotInDialog)
+    );
+    for d in [&a, &b] {
+        let mut ack = d.create_ack(1);
+        h.layer.send_ack(sipp(), &mut ack);
+    }
+    let acks: Vec<Request> = h.transmits().iter().map(request_of).collect();
+    assert_eq!(acks[0].to().unwrap().tag(), Some("a"));
+    assert_eq!(acks[1].to().unwrap().tag(), Some("b"));
+    assert_ne!(acks[0].top_via(), acks[1].top_via());
+    let bye = a.create_request(Method::Bye);
+    assert_eq!(bye.to().unwrap().tag(), Some("a"));
+    // Timer M (64*T1 after the first 2xx) ends the transaction; later 2xx are strays
+    assert_eq!(h.layer.poll_timeout(), Some(h.at(32_000)));
+    let (_, events) = h.run_until(32_000);
+    assert!(events.is_empty());
+    assert!(h.layer.is_empty());
+    h.layer
+        .handle_message(h.now, fork_a, sipp_uas_response(&invite, 200, "a"));
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn uac_prack_for_a_reliable_provisional() {
+    let mut h = Harness::new();
+    let mut request = outbound_invite();
+    request.headers.push("Supported", "100rel");
+    h.layer.send_request(h.now, sipp(), request);
+    let invite = request_of(&h.transmits()[0]);
+    let Message::Response(mut ringing) = sipp_uas_response(&invite, 180, "1") else {
+        unreachable!()
+    };
+    ringing.headers.push("Require", "100rel");
+    ringing.headers.push("RSeq", "4711");
+    let mut dialog = crate::Dialog::uac(&invite, &ringing).unwrap();
+    let prack = dialog.create_prack(&ringing).unwrap();
+    assert_eq!(prack.method, Method::Prack);
+    assert_eq!(prack.headers.get("RAck"), Some("4711 1 INVITE"));
+    assert_eq!(prack.cseq().unwrap().seq, 2);
+    assert_eq!(prack.uri.to_string(), "sip:uas@192.0.2.20:5061");
+    // the retransmitted 180 is not PRACKed again
+    assert_eq!(dialog.create_prack(&ringing), None);
+    h.layer.send_request(h.now, sipp(), prack);
+    let prack = request_of(&h.transmits()[0]);
+    assert_eq!(prack.max_forwards(), Some(70));
+    assert!(prack.top_via().is_some());
+}
+
+#[test]
+fn trying_is_sent_only_when_the_tu_is_silent_for_200_ms() {
+    let mut h = Harness::new();
+    let (_tx, _invite) = h.new_request_silent(sipp(), SIPP_INVITE);
+    assert!(h.transmits().is_empty(), "no 100 at once");
+    assert_eq!(
+        h.layer.poll_timeout(),
+        Some(h.now + Duration::from_millis(200))
+    );
+    let (sent, _) = h.run_until(199);
+    assert!(sent.is_empty());
+    let (sent, _) = h.run_until(200);
+    assert_eq!(sent, [200], "the 100 goes out at 200 ms");
+}
+
+#[test]
+fn an_invite_refused_at_once_gets_no_trying() {
+    let mut h = Harness::new();
+    let (tx, invite) = h.new_request_silent(sipp(), SIPP_INVITE);
+    h.respond(tx, ok_with_tag(&invite, 483));
+    let sent = h.transmits();
+    assert_eq!(statuses(&sent), [(483, Method::Invite)]);
+    let (sent, _) = h.run_until(1_000);
+    assert_eq!(
+        sent,
+        [500],
+        "Timer G retransmits the 483; no 100 comes after it"
+    );
+}
+
+#[test]
+fn a_retransmitted_invite_before_any_answer_gets_the_trying_at_once() {
+    let mut h = Harness::new();
+    let (_tx, _invite) = h.new_request_silent(sipp(), SIPP_INVITE);
+    h.input(sipp(), SIPP_INVITE);
+    let sent = h.transmits();
+    assert_eq!(statuses(&sent), [(100, Method::Invite)]);
+    let (sent, _) = h.run_until(1_000);
+    assert!(sent.is_empty(), "the 100 is not sent twice");
+}
+
+#[test]
+fn cancel_with_another_branch_still_finds_its_invite() {
+    let mut h = Harness::new();
+    let (tx, invite) = h.new_request(sipp(), SIPP_INVITE);
+    h.respond(tx, ok_with_tag(&invite, 180));
+    h.transmits();
+    let cancel = "CANCEL sip:voxflow@192.0.2.10:5060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.20:5061;branch=z9hG4bK-other-branch
+Max-Forwards: 70
+From: <sip:sipp@192.0.2.20>;tag=1
+To: <sip:voxflow@192.0.2.10>
+Call-ID: 1-4242@192.0.2.20
+CSeq: 1 CANCEL
+Content-Length: 0
+
+";
+    h.input(sipp(), cancel);
+    assert_eq!(statuses(&h.transmits()), [(200, Method::Cancel)]);
+    assert!(
+        matches!(h.events().as_slice(), [Event::Cancelled { invite_tx, .. }] if *invite_tx == tx)
+    );
+    // Another Call-ID matches nothing.
+    h.input(
+        sipp(),
+        &cancel
+            .replace("1-4242@", "9-9999@")
+            .replace("other-branch", "third"),
+    );
+    assert_eq!(statuses(&h.transmits()), [(481, Method::Cancel)]);
 }
