@@ -27,12 +27,16 @@ pub(crate) enum CallInput {
     Cancelled,
     /// Our 2xx was never acknowledged.
     AckTimeout,
+    /// A reliable provisional response was never PRACKed (our 2xx was dropped).
+    ReliableTimeout,
     /// A response to a request we sent (our BYE).
     Response(Response),
     /// A request we sent got no final response.
     RequestTimeout,
     /// The platform is stopping: hang up.
     Shutdown,
+    /// Hang up (asked through the API).
+    Hangup,
 }
 
 /// Everything a new inbound call starts from.
@@ -61,6 +65,20 @@ pub(crate) fn spawn(incoming: Incoming) {
     );
 }
 
+/// Which side of the INVITE we are.
+#[derive(Debug)]
+enum Role {
+    /// We were called: the INVITE's server transaction.
+    Uas { invite_tx: ServerTxId },
+    /// We called: the ACK for the 2xx (kept to resend on 2xx retransmissions) and when to give
+    /// up ringing.
+    Uac {
+        ack: Option<Box<Request>>,
+        ring_deadline: tokio::time::Instant,
+        cancelled: bool,
+    },
+}
+
 /// Audio prepared off the call task for a media id, or why it could not be.
 type Prepared = (u64, Result<Arc<[i16]>, String>);
 
@@ -84,7 +102,7 @@ struct Call {
     endpoint: EndpointHandle,
     key: CallKey,
     invite: Request,
-    invite_tx: ServerTxId,
+    role: Role,
     peer: Peer,
     local_sip: SocketAddr,
     phase: Phase,
@@ -95,7 +113,8 @@ struct Call {
     local_rtp: SocketAddr,
     negotiated: Option<sdp::Negotiated>,
     local_sdp: Option<String>,
-    sdp_version: u64,
+    /// Session id and version of our SDP (the version goes up with each new description).
+    origin: sdp::Origin,
     media: Option<MediaHandle>,
     media_tx: mpsc::UnboundedSender<MediaEvent>,
     interp: Option<Interpreter>,
@@ -114,17 +133,17 @@ async fn run(incoming: Incoming) {
         invite_tx,
         peer,
         local_sip,
-        mut inbox,
+        inbox,
     } = incoming;
     let local_sip = local_sip.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
-    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
-    let (prepared_tx, mut prepared_rx) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
     let mut call = Call {
         shared,
         endpoint,
         key,
         invite,
-        invite_tx,
+        role: Role::Uas { invite_tx },
         peer,
         local_sip,
         phase: Phase::Early,
@@ -134,7 +153,7 @@ async fn run(incoming: Incoming) {
         local_rtp: local_sip,
         negotiated: None,
         local_sdp: None,
-        sdp_version: 1,
+        origin: sdp::Origin::from(1),
         media: None,
         media_tx,
         interp: None,
@@ -145,24 +164,170 @@ async fn run(incoming: Incoming) {
     if !call.setup().await {
         return;
     }
+    let call_id = call.record.as_ref().map(|r| r.id);
+    let (live_tx, inbox) = live_inbox(inbox);
+    if let Some(id) = call_id {
+        call.shared.live.insert(id, live_tx);
+    }
     call.drive_flow(FlowInput::Start).await;
-    while call.phase != Phase::Ended {
-        let timeout = call
-            .interp
-            .as_ref()
-            .and_then(Interpreter::poll_timeout)
-            .map(tokio::time::Instant::from_std);
-        tokio::select! {
-            Some(input) = inbox.recv() => call.handle_input(input).await,
-            Some(event) = media_rx.recv() => call.handle_media(event).await,
-            Some((id, audio)) = prepared_rx.recv() => call.handle_prepared(id, audio).await,
-            () = sleep_until(timeout) => {
-                if let Some(interp) = call.interp.as_mut() {
-                    interp.handle_timeout(now());
+    call.run(inbox, media_rx, prepared_rx).await;
+    if let Some(id) = call_id {
+        call.shared.live.remove(id);
+    }
+}
+
+/// Everything a new outbound call starts from (see `outbound::originate`).
+pub(crate) struct Outgoing {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) endpoint: EndpointHandle,
+    pub(crate) key: CallKey,
+    /// Our INVITE, without Via (the transaction layer adds it).
+    pub(crate) invite: Request,
+    pub(crate) peer: Peer,
+    pub(crate) local_sip: SocketAddr,
+    pub(crate) rtp_socket: std::net::UdpSocket,
+    pub(crate) local_rtp: SocketAddr,
+    pub(crate) origin: sdp::Origin,
+    pub(crate) record: store::CallRecord,
+    pub(crate) program: Arc<flow::Program>,
+    pub(crate) variables: flow::Variables,
+    pub(crate) ring_timeout: std::time::Duration,
+    pub(crate) inbox: mpsc::UnboundedReceiver<CallInput>,
+}
+
+/// Start an outbound call's task: it sends the INVITE and runs the flow once answered.
+pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
+    let key = outgoing.key.clone();
+    let endpoint = outgoing.endpoint.clone();
+    let span = tracing::info_span!("call", sip_call_id = %key.call_id, direction = "outgoing");
+    tokio::spawn(
+        async move {
+            let Outgoing {
+                shared,
+                endpoint: ep,
+                key: k,
+                invite,
+                peer,
+                local_sip,
+                rtp_socket,
+                local_rtp,
+                origin,
+                record,
+                program,
+                variables,
+                ring_timeout,
+                inbox,
+            } = outgoing;
+            let (media_tx, media_rx) = mpsc::unbounded_channel();
+            let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+            let limits = shared.flow_limits;
+            let local_sdp = Some(String::from_utf8_lossy(&invite.body).into_owned());
+            let call_id = record.id;
+            let mut call = Call {
+                shared,
+                endpoint: ep,
+                key: k,
+                invite,
+                role: Role::Uac {
+                    ack: None,
+                    ring_deadline: tokio::time::Instant::now() + ring_timeout,
+                    cancelled: false,
+                },
+                peer,
+                local_sip,
+                phase: Phase::Early,
+                dialog: None,
+                record: Some(record),
+                rtp_socket: Some(rtp_socket),
+                local_rtp,
+                negotiated: None,
+                local_sdp,
+                origin,
+                media: None,
+                media_tx,
+                interp: Some(Interpreter::new(program, variables, limits)),
+                preparing: HashSet::new(),
+                prepared_tx,
+                flow_answered: false,
+            };
+            let (live_tx, inbox) = live_inbox(inbox);
+            call.shared.live.insert(call_id, live_tx);
+            call.endpoint.send(Command::SendInvite {
+                call: call.key.clone(),
+                peer: call.peer,
+                request: Box::new(call.invite.clone()),
+            });
+            call.run(inbox, media_rx, prepared_rx).await;
+            call.shared.live.remove(call_id);
+            endpoint.send(Command::Forget { call: key });
+        }
+        .instrument(span),
+    );
+}
+
+/// The inbox a call reads: what the endpoint routes to it, plus what the API sends it by id.
+fn live_inbox(
+    endpoint_inbox: mpsc::UnboundedReceiver<CallInput>,
+) -> (mpsc::UnboundedSender<CallInput>, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        tx,
+        Inbox {
+            endpoint: endpoint_inbox,
+            api: rx,
+        },
+    )
+}
+
+/// A call's two input channels.
+struct Inbox {
+    endpoint: mpsc::UnboundedReceiver<CallInput>,
+    api: mpsc::UnboundedReceiver<CallInput>,
+}
+
+impl Call {
+    /// The call's event loop, until it has ended.
+    async fn run(
+        &mut self,
+        mut inbox: Inbox,
+        mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+        mut prepared_rx: mpsc::UnboundedReceiver<Prepared>,
+    ) {
+        let call = self;
+        while call.phase != Phase::Ended {
+            let timeout = call
+                .interp
+                .as_ref()
+                .and_then(Interpreter::poll_timeout)
+                .map(tokio::time::Instant::from_std);
+            let ring_deadline = match &call.role {
+                Role::Uac { ring_deadline, .. } if call.phase == Phase::Early => {
+                    Some(*ring_deadline)
                 }
-                call.drain_flow().await;
+                _ => None,
+            };
+            tokio::select! {
+                Some(input) = inbox.api.recv() => call.handle_input(input).await,
+                () = sleep_until(ring_deadline) => {
+                    if matches!(call.role, Role::Uac { cancelled: true, .. }) {
+                        // Our CANCEL got no 487 either: the far end is gone.
+                        call.phase = Phase::Ended;
+                    } else {
+                        tracing::info!("no answer in time; cancelling");
+                        call.cancel_invite("noanswer").await;
+                    }
+                }
+                Some(input) = inbox.endpoint.recv() => call.handle_input(input).await,
+                Some(event) = media_rx.recv() => call.handle_media(event).await,
+                Some((id, audio)) = prepared_rx.recv() => call.handle_prepared(id, audio).await,
+                () = sleep_until(timeout) => {
+                    if let Some(interp) = call.interp.as_mut() {
+                        interp.handle_timeout(now());
+                    }
+                    call.drain_flow().await;
+                }
+                else => break,
             }
-            else => break,
         }
     }
 }
@@ -222,6 +387,13 @@ impl Call {
         });
     }
 
+    /// Send a response to the INVITE we received (nothing for an outbound call).
+    fn respond_invite(&self, response: Response) {
+        if let Role::Uas { invite_tx } = self.role {
+            self.respond(invite_tx, response);
+        }
+    }
+
     /// A response to the INVITE, with our To-tag.
     fn invite_response(&self, status: u16) -> Response {
         let mut response = Response::for_request(&self.invite, status);
@@ -231,7 +403,7 @@ impl Call {
 
     fn reject(&mut self, status: u16) {
         let response = self.invite_response(status);
-        self.respond(self.invite_tx, response);
+        self.respond_invite(response);
         self.phase = Phase::Ended;
     }
 
@@ -313,18 +485,13 @@ impl Call {
         self.local_rtp =
             SocketAddr::new(rtp_ip, socket.local_addr().map(|a| a.port()).unwrap_or(0));
         self.rtp_socket = Some(socket);
-        let session_id = u64::from(
-            self.key
-                .local_tag
-                .bytes()
-                .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))),
-        );
+        self.origin = sdp::Origin::from(u64::from(rand_u32()));
         if has_sdp(&self.invite.headers, &self.invite.body) {
             match sdp::answer_offer(
                 &self.invite.body,
                 &self.shared.codecs,
                 self.local_rtp,
-                session_id,
+                self.origin,
             ) {
                 Ok((negotiated, answer)) => {
                     self.negotiated = Some(negotiated);
@@ -336,7 +503,7 @@ impl Call {
                     response
                         .headers
                         .push("Warning", format!("399 voxflow \"{e}\""));
-                    self.respond(self.invite_tx, response);
+                    self.respond_invite(response);
                     self.phase = Phase::Ended;
                     return false;
                 }
@@ -345,7 +512,7 @@ impl Call {
             self.local_sdp = Some(sdp::create_offer(
                 self.local_rtp,
                 &self.shared.codecs,
-                session_id,
+                self.origin,
             ));
         }
 
@@ -381,8 +548,21 @@ impl Call {
         self.record = Some(record);
         tracing::info!(%id, flow_id = %flow.id, "inbound call ringing");
 
-        let ringing = self.invite_response(180);
-        self.respond(self.invite_tx, ringing);
+        let ringing = Box::new(self.invite_response(180));
+        let Role::Uas { invite_tx: tx } = self.role else {
+            return true;
+        };
+        if sip::supports_100rel(&self.invite) {
+            self.endpoint.send(Command::RespondReliably {
+                tx,
+                response: ringing,
+            });
+        } else {
+            self.endpoint.send(Command::Respond {
+                tx,
+                response: ringing,
+            });
+        }
 
         let vars = call_variables(id, &self.invite, &destination, &source);
         self.interp = Some(Interpreter::new(program, vars, self.shared.flow_limits));
@@ -436,7 +616,7 @@ impl Call {
                 return;
             }
         }
-        self.respond(self.invite_tx, response);
+        self.respond_invite(response);
         self.phase = Phase::Answering;
         self.attach_media();
         if let Some(record) = self.record.as_mut() {
@@ -483,12 +663,16 @@ impl Call {
         }
     }
 
-    /// Hang up from our side: BYE when answered, a final error response when not.
+    /// Hang up from our side: BYE when answered, a final error response (or our CANCEL) when not.
     async fn hangup(&mut self, reason: &str, status_if_early: u16) {
         match self.phase {
+            Phase::Early if matches!(self.role, Role::Uac { .. }) => {
+                self.cancel_invite(reason).await;
+                return;
+            }
             Phase::Early => {
                 let response = self.invite_response(status_if_early);
-                self.respond(self.invite_tx, response);
+                self.respond_invite(response);
                 self.phase = Phase::Ended;
             }
             Phase::Answering | Phase::Confirmed => self.send_bye(),
@@ -497,6 +681,175 @@ impl Call {
         self.media = None;
         self.set_hangup(reason, "local").await;
         self.finish_flow();
+    }
+
+    /// Give up our ringing INVITE: CANCEL it; the 487 (or a racing 200, which we BYE) ends it.
+    async fn cancel_invite(&mut self, reason: &str) {
+        if let Role::Uac {
+            cancelled,
+            ring_deadline,
+            ..
+        } = &mut self.role
+        {
+            if *cancelled {
+                return;
+            }
+            *cancelled = true;
+            // How long to wait for the 487 before giving the call up (64*T1).
+            *ring_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(32);
+        }
+        self.endpoint.send(Command::CancelInvite {
+            call: self.key.clone(),
+        });
+        self.set_hangup(reason, "local").await;
+        self.finish_flow();
+    }
+
+    /// A response to our INVITE: progress, the answer (ACK, media, flow), or the failure.
+    async fn handle_invite_response(&mut self, response: Response) {
+        let status = response.status;
+        if status < 200 {
+            if status > 100
+                && self.phase == Phase::Early
+                && let Some(record) = self.record.as_mut()
+                && record.status == "dialing"
+            {
+                record.status = "ringing".into();
+                record.tm_ringing = Some(store::utc_now());
+                self.save().await;
+            }
+            return;
+        }
+        if status >= 300 {
+            if self.phase == Phase::Early {
+                self.phase = Phase::Ended;
+                let (reason, by) = failure_reason(status);
+                tracing::info!(status, reason, "outbound call failed");
+                self.set_hangup(reason, by).await;
+                self.finish_flow();
+            }
+            return;
+        }
+        // A 2xx: ours, a retransmission, or another fork's.
+        let Ok(dialog) = Dialog::uac(&self.invite, &response) else {
+            tracing::debug!("2xx without the dialog's tags; ignored");
+            return;
+        };
+        let same_dialog = self.dialog.as_ref().is_none_or(|d| d.id() == dialog.id());
+        if !same_dialog {
+            // A second fork answered: ACK it and hang it up (RFC 3261 §13.2.2.4).
+            let mut extra = dialog;
+            let peer = self.peer_for(&extra);
+            let cseq = self.invite.cseq().map_or(1, |c| c.seq);
+            self.endpoint.send(Command::SendAck {
+                peer,
+                ack: Box::new(extra.create_ack(cseq)),
+            });
+            let bye = extra.create_request(Method::Bye);
+            self.endpoint.send(Command::Send {
+                call: self.key.clone(),
+                peer,
+                request: Box::new(bye),
+            });
+            return;
+        }
+        let cseq = self.invite.cseq().map_or(1, |c| c.seq);
+        if let Role::Uac { ack: Some(ack), .. } = &self.role {
+            // A retransmitted 2xx: the same ACK again.
+            let peer = self.dialog.as_ref().map_or(self.peer, |d| self.peer_for(d));
+            self.endpoint.send(Command::SendAck {
+                peer,
+                ack: ack.clone(),
+            });
+            return;
+        }
+        let mut ack = Box::new(dialog.create_ack(cseq));
+        // Our own Via, fixed once: every resend of this ACK is then byte-identical.
+        ack.headers.prepend("Via", self.via());
+        let peer = self.peer_for(&dialog);
+        self.endpoint.send(Command::SendAck {
+            peer,
+            ack: ack.clone(),
+        });
+        let cancelled = matches!(
+            self.role,
+            Role::Uac {
+                cancelled: true,
+                ..
+            }
+        );
+        if let Role::Uac { ack: slot, .. } = &mut self.role {
+            *slot = Some(ack);
+        }
+        self.dialog = Some(dialog);
+        if cancelled || self.phase != Phase::Early {
+            // Answered after we gave up (the 200 crossed our CANCEL): hang it up.
+            self.phase = Phase::Confirmed;
+            self.send_bye();
+            return;
+        }
+        match sdp::accept_answer(&response.body, &self.shared.codecs) {
+            Ok(n) => self.negotiated = Some(n),
+            Err(e) => {
+                tracing::info!(error = %e, "unusable SDP answer; hanging up");
+                self.phase = Phase::Confirmed;
+                self.send_bye();
+                self.set_hangup("failed", "local").await;
+                self.finish_flow();
+                return;
+            }
+        }
+        self.phase = Phase::Confirmed;
+        self.attach_media();
+        if let Some(record) = self.record.as_mut() {
+            record.status = "progressing".into();
+            record.tm_progressing = Some(store::utc_now());
+        }
+        self.save().await;
+        tracing::info!("outbound call answered");
+        self.flow_answered = true;
+        if let Some(interp) = self.interp.as_mut() {
+            interp.handle_input(now(), FlowInput::Start);
+            interp.handle_input(now(), FlowInput::Answered);
+        }
+        self.drain_flow().await;
+    }
+
+    /// A Via for a request we send outside a transaction (the ACK of a 2xx).
+    fn via(&self) -> String {
+        let transport = if self.peer.transport == Transport::Tcp {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let host = fmt_host(
+            self.shared.advertised_ip(self.local_sip.ip()),
+            self.local_sip.port(),
+        );
+        format!(
+            "SIP/2.0/{transport} {host};branch=z9hG4bK{:08x}{:08x};rport",
+            rand_u32(),
+            rand_u32()
+        )
+    }
+
+    /// Where requests of `dialog` go.
+    fn peer_for(&self, dialog: &Dialog) -> Peer {
+        let hop = dialog.next_hop();
+        let addr = hop
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        match addr {
+            Some(ip) if self.peer.transport == Transport::Udp => Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::new(ip, hop.port().unwrap_or(5060)),
+                conn: None,
+            },
+            _ => self.peer,
+        }
     }
 
     fn send_bye(&mut self) {
@@ -514,27 +867,10 @@ impl Call {
         self.phase = Phase::Ending;
     }
 
-    /// Where in-dialog requests go: the remote target when it is an IP literal, else where the
-    /// INVITE came from (the usual NAT-friendly choice).
+    /// Where in-dialog requests go: the dialog's next hop (first Route, else the remote target)
+    /// when it is an IP literal, else where the call's signalling comes from (NAT-friendly).
     fn target_peer(&self) -> Peer {
-        let target = self.dialog.as_ref().map(Dialog::remote_target);
-        let addr = target.and_then(|uri| {
-            let ip: IpAddr = uri
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .ok()?;
-            Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
-        });
-        match addr {
-            Some(addr) if self.peer.transport == Transport::Udp => Peer {
-                transport: Transport::Udp,
-                addr,
-                conn: None,
-            },
-            _ => self.peer,
-        }
+        self.dialog.as_ref().map_or(self.peer, |d| self.peer_for(d))
     }
 
     fn finish_flow(&mut self) {
@@ -577,11 +913,18 @@ impl Call {
             CallInput::Cancelled => {
                 if self.phase == Phase::Early {
                     let response = self.invite_response(487);
-                    self.respond(self.invite_tx, response);
+                    self.respond_invite(response);
                     self.phase = Phase::Ended;
                     self.set_hangup("cancel", "remote").await;
                     self.finish_flow();
                 }
+            }
+            CallInput::ReliableTimeout => {
+                // RFC 3262 §3: reject the INVITE with a 5xx; the held 200 was dropped.
+                tracing::info!("our reliable 180 was never PRACKed; 500");
+                self.phase = Phase::Early;
+                self.media = None;
+                self.hangup("failed", 500).await;
             }
             CallInput::AckTimeout => {
                 tracing::info!("no ACK for our 200; hanging up");
@@ -591,12 +934,21 @@ impl Call {
                 self.finish_flow();
             }
             CallInput::Response(response) => {
-                if self.phase == Phase::Ending && response.status >= 200 {
+                let to_invite = response.cseq().is_some_and(|c| c.method == Method::Invite);
+                if to_invite && matches!(self.role, Role::Uac { .. }) {
+                    self.handle_invite_response(response).await;
+                } else if self.phase == Phase::Ending && response.status >= 200 {
                     self.phase = Phase::Ended;
                 }
             }
+            CallInput::Hangup => self.hangup("normal", 603).await,
             CallInput::RequestTimeout => {
-                if self.phase == Phase::Ending {
+                if self.phase == Phase::Early && matches!(self.role, Role::Uac { .. }) {
+                    // Timer B: nobody answered our INVITE at all.
+                    self.phase = Phase::Ended;
+                    self.set_hangup("failed", "remote").await;
+                    self.finish_flow();
+                } else if self.phase == Phase::Ending {
                     self.phase = Phase::Ended;
                 }
             }
@@ -626,7 +978,7 @@ impl Call {
                     self.finish_flow();
                 }
             }
-            Method::Invite => self.handle_reinvite(tx, &request),
+            Method::Invite | Method::Update => self.handle_session_change(tx, &request),
             Method::Info => {
                 let digit = dtmf_from_info(&request);
                 self.respond(tx, Response::for_request(&request, 200));
@@ -634,7 +986,7 @@ impl Call {
                     self.drive_flow(FlowInput::Digit(d)).await;
                 }
             }
-            Method::Options | Method::Update | Method::Message => {
+            Method::Options | Method::Message => {
                 let mut response = Response::for_request(&request, 200);
                 if request.method == Method::Options {
                     response.headers.push("Allow", ALLOW);
@@ -654,25 +1006,28 @@ impl Call {
         }
     }
 
-    /// Re-INVITE: answer a new offer (hold, a moved media address) or, without one, repeat ours.
-    fn handle_reinvite(&mut self, tx: ServerTxId, request: &Request) {
+    /// A re-INVITE or an UPDATE (RFC 3311): answer a new offer (hold, a moved media address)
+    /// with the next version of our description; a re-INVITE without one gets ours again.
+    fn handle_session_change(&mut self, tx: ServerTxId, request: &Request) {
         if !matches!(self.phase, Phase::Answering | Phase::Confirmed) {
-            self.respond(tx, Response::for_request(request, 491));
+            // Glare or a change before the dialog is up (RFC 3261 §14.2, RFC 3311 §5.2).
+            let status = if request.method == Method::Invite {
+                491
+            } else {
+                500
+            };
+            self.respond(tx, Response::for_request(request, status));
             return;
         }
-        let session_id = u64::from(self.local_rtp.port());
-        self.sdp_version += 1;
-        if has_sdp(&request.headers, &request.body) {
-            match sdp::answer_offer(
-                &request.body,
-                &self.shared.codecs,
-                self.local_rtp,
-                session_id,
-            ) {
+        let offered = has_sdp(&request.headers, &request.body);
+        if offered {
+            let origin = self.origin.next();
+            match sdp::answer_offer(&request.body, &self.shared.codecs, self.local_rtp, origin) {
                 Ok((n, answer)) => {
                     if let (Some(media), Some(addr)) = (&self.media, usable(n.remote_rtp)) {
                         media.set_remote(addr);
                     }
+                    self.origin = origin;
                     self.negotiated = Some(n);
                     self.local_sdp = Some(answer);
                 }
@@ -690,7 +1045,12 @@ impl Call {
         response
             .headers
             .push("Contact", format!("<{}>", self.contact_uri()));
-        if let Some(sdp) = &self.local_sdp {
+        if let Some(timer) = request.headers.get("Session-Expires") {
+            // Honour the peer's session timer as its refresher (RFC 4028 §9): echo it.
+            response.headers.push("Session-Expires", timer.to_owned());
+        }
+        let send_sdp = offered || request.method == Method::Invite;
+        if let Some(sdp) = self.local_sdp.as_ref().filter(|_| send_sdp) {
             response.headers.push("Content-Type", "application/sdp");
             response.body = sdp.clone().into_bytes();
         }
@@ -825,6 +1185,18 @@ impl Call {
     }
 }
 
+/// The call record's hangup reason and who ended it, for a final failure to our INVITE.
+fn failure_reason(status: u16) -> (&'static str, &'static str) {
+    match status {
+        486 | 600 => ("busy", "remote"),
+        603 => ("busy", "remote"),
+        404 | 484 | 604 => ("failed", "remote"),
+        408 | 480 => ("noanswer", "remote"),
+        487 => ("noanswer", "local"),
+        _ => ("failed", "remote"),
+    }
+}
+
 /// The call record's reason and the SIP status for a hangup before answer.
 fn hangup_reason(reason: &str) -> (&'static str, u16) {
     match reason {
@@ -848,13 +1220,13 @@ fn usable(addr: SocketAddr) -> Option<SocketAddr> {
     (!addr.ip().is_unspecified() && addr.port() != 0).then_some(addr)
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     let bytes = Uuid::new_v4();
     let b = bytes.as_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn fmt_host(ip: IpAddr, port: u16) -> String {
+pub(crate) fn fmt_host(ip: IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),

@@ -18,7 +18,9 @@ use crate::call::{self, CallInput};
 use crate::{Shared, now};
 
 /// Methods we answer; sent in `Allow`.
-pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, MESSAGE";
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, MESSAGE";
+/// Extensions we support; sent in `Supported`.
+pub(crate) const SUPPORTED: &str = "100rel";
 /// Largest SIP message accepted from a datagram or a stream.
 const MAX_MESSAGE: usize = 65_535;
 
@@ -30,12 +32,32 @@ pub(crate) enum Command {
         tx: ServerTxId,
         response: Box<Response>,
     },
+    /// Send a provisional response reliably (RFC 3262); falls back to unreliable if refused.
+    RespondReliably {
+        tx: ServerTxId,
+        response: Box<Response>,
+    },
     /// Send a request in a call's dialog; the response is routed back to `call`.
     Send {
         call: CallKey,
         peer: Peer,
         request: Box<Request>,
     },
+    /// Route a new outbound call's dialog (Call-ID, our From tag) to its task.
+    Register {
+        call: CallKey,
+        inbox: mpsc::UnboundedSender<CallInput>,
+    },
+    /// Send an outbound call's INVITE (an INVITE client transaction).
+    SendInvite {
+        call: CallKey,
+        peer: Peer,
+        request: Box<Request>,
+    },
+    /// CANCEL the outbound call's INVITE (sent once a provisional response came, §9.1).
+    CancelInvite { call: CallKey },
+    /// Send (or resend) the ACK for a 2xx to our INVITE.
+    SendAck { peer: Peer, ack: Box<Request> },
     /// The call is over: forget its routes.
     Forget { call: CallKey },
     /// Hang up every call, then reply when they are all gone.
@@ -69,7 +91,10 @@ struct TcpIn {
 
 struct CallRoute {
     inbox: mpsc::UnboundedSender<CallInput>,
-    invite_tx: ServerTxId,
+    /// The INVITE server transaction of an inbound call.
+    invite_tx: Option<ServerTxId>,
+    /// The INVITE client transaction of an outbound call.
+    invite_ctx: Option<ClientTxId>,
 }
 
 struct Endpoint {
@@ -97,7 +122,7 @@ pub(crate) async fn start(
     // TCP on the same port as UDP (the UDP bind may have picked the port).
     let tcp = TcpListener::bind(local).await?;
     let sent_by = format!("{}:{}", shared.advertised_ip(local.ip()), local.port());
-    let layer = TransactionLayer::new(sip::Config {
+    let mut layer = TransactionLayer::new(sip::Config {
         t1: std::time::Duration::from_millis(500),
         t2: std::time::Duration::from_secs(4),
         t4: std::time::Duration::from_secs(5),
@@ -106,6 +131,9 @@ pub(crate) async fn start(
         seed: seed(),
         max_transactions: 200_000,
     });
+    // RFC 3262 §3 allows any first RSeq from 1; peers' test suites (SIPp's prack scenario)
+    // hard-code 1.
+    layer.set_rseq_start(Some(1));
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = EndpointHandle { tx };
     let (tcp_in, tcp_rx) = mpsc::unbounded_channel();
@@ -200,6 +228,13 @@ impl Endpoint {
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::Respond { tx, response } => self.layer.respond(now(), tx, *response),
+            Command::RespondReliably { tx, response } => {
+                let response = *response;
+                if let Err(e) = self.layer.respond_reliably(now(), tx, response.clone()) {
+                    tracing::debug!(error = %e, "sending the provisional unreliably");
+                    self.layer.respond(now(), tx, response);
+                }
+            }
             Command::Send {
                 call,
                 peer,
@@ -208,9 +243,36 @@ impl Endpoint {
                 let tx = self.layer.send_request(now(), peer, *request);
                 self.by_client_tx.insert(tx, call);
             }
+            Command::Register { call, inbox } => {
+                let route = CallRoute {
+                    inbox,
+                    invite_tx: None,
+                    invite_ctx: None,
+                };
+                self.calls.insert(call, route);
+            }
+            Command::SendInvite {
+                call,
+                peer,
+                request,
+            } => {
+                let tx = self.layer.send_request(now(), peer, *request);
+                self.by_client_tx.insert(tx, call.clone());
+                if let Some(route) = self.calls.get_mut(&call) {
+                    route.invite_ctx = Some(tx);
+                }
+            }
+            Command::CancelInvite { call } => {
+                if let Some(tx) = self.calls.get(&call).and_then(|r| r.invite_ctx)
+                    && let Some(cancel) = self.layer.cancel(now(), tx)
+                {
+                    self.by_client_tx.insert(cancel, call);
+                }
+            }
+            Command::SendAck { peer, mut ack } => self.layer.send_ack(peer, &mut ack),
             Command::Forget { call } => {
-                if let Some(route) = self.calls.remove(&call) {
-                    self.by_invite.remove(&route.invite_tx);
+                if let Some(tx) = self.calls.remove(&call).and_then(|r| r.invite_tx) {
+                    self.by_invite.remove(&tx);
                 }
                 self.by_client_tx.retain(|_, key| *key != call);
             }
@@ -314,12 +376,26 @@ impl Endpoint {
                 }
             }
             Event::Response { tx, response } => {
-                let is_final = response.status >= 200;
+                // An INVITE's transaction forwards forked and retransmitted 2xx until Timer M:
+                // keep its route until the call is forgotten.
+                let done = response.status >= 200
+                    && response.cseq().is_none_or(|c| c.method != Method::Invite);
                 if let Some(route) = self.by_client_tx.get(&tx).and_then(|k| self.calls.get(k)) {
                     let _ = route.inbox.send(CallInput::Response(response));
                 }
-                if is_final {
+                if done {
                     self.by_client_tx.remove(&tx);
+                }
+            }
+            // A PRACK for one of our reliable 180s (the layer matched it by RAck): acknowledge.
+            // We put no SDP in provisionals, so a PRACK carries no offer/answer for the call.
+            Event::Prack { tx, request, .. } => {
+                self.layer
+                    .respond(now(), tx, Response::for_request(&request, 200));
+            }
+            Event::ReliableTimeout { tx } => {
+                if let Some(route) = self.by_invite.get(&tx).and_then(|k| self.calls.get(k)) {
+                    let _ = route.inbox.send(CallInput::ReliableTimeout);
                 }
             }
             Event::ClientTimeout { tx } => {
@@ -342,8 +418,13 @@ impl Endpoint {
         })
     }
 
+    /// Answer a request no call owns. A final response carries a To tag (§8.2.6.2).
     fn respond(&mut self, tx: ServerTxId, request: &Request, status: u16) {
         let mut response = Response::for_request(request, status);
+        if status >= 200 {
+            let tag = self.new_tag();
+            response.set_to_tag(&tag);
+        }
         if status == 405 || status == 501 || request.method == Method::Options {
             response.headers.push("Allow", ALLOW);
         }
@@ -385,11 +466,15 @@ impl Endpoint {
             }
             Method::Options => {
                 let mut response = Response::for_request(&request, 200);
+                let tag = self.new_tag();
+                response.set_to_tag(&tag);
                 response.headers.push("Allow", ALLOW);
                 response.headers.push("Accept", "application/sdp");
-                response.headers.push("Supported", "");
+                response.headers.push("Supported", SUPPORTED);
                 self.layer.respond(now(), tx, response);
             }
+            // A page-mode message (RFC 3428): accepted. Delivering it to flows is later work.
+            Method::Message => self.respond(tx, &request, 200),
             // Requests that need a dialog and have none.
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond(tx, &request, 481)
@@ -404,6 +489,10 @@ impl Endpoint {
             self.respond(tx, &request, 400);
             return;
         };
+        // The call task answers 180 only after a store lookup: say 100 now (§17.2.1 allows it
+        // at once; peers expect it before the 180).
+        self.layer
+            .respond(now(), tx, Response::for_request(&request, 100));
         let local_tag = self.new_tag();
         let key = CallKey {
             call_id,
@@ -414,7 +503,8 @@ impl Endpoint {
             key.clone(),
             CallRoute {
                 inbox,
-                invite_tx: tx,
+                invite_tx: Some(tx),
+                invite_ctx: None,
             },
         );
         self.by_invite.insert(tx, key.clone());

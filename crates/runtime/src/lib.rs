@@ -14,6 +14,9 @@ mod audio;
 mod call;
 mod endpoint;
 mod media_engine;
+mod outbound;
+
+pub use outbound::{Address, Originate, OriginateError};
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -46,8 +49,35 @@ pub struct CallUpdate {
     pub record: store::CallRecord,
 }
 
+/// The live calls by id, so the API can reach a call's task.
+#[derive(Default)]
+pub(crate) struct LiveCalls(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, CallSender>>);
+
+type CallSender = tokio::sync::mpsc::UnboundedSender<call::CallInput>;
+
+impl LiveCalls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, CallSender>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn insert(&self, id: uuid::Uuid, sender: CallSender) {
+        self.lock().insert(id, sender);
+    }
+
+    pub(crate) fn remove(&self, id: uuid::Uuid) {
+        self.lock().remove(&id);
+    }
+
+    fn send(&self, id: uuid::Uuid, input: call::CallInput) -> bool {
+        self.lock().get(&id).is_some_and(|s| s.send(input).is_ok())
+    }
+}
+
 /// What every task of the runtime shares (read-only).
 pub(crate) struct Shared {
+    pub(crate) live: LiveCalls,
     pub(crate) store: Arc<dyn store::Store>,
     pub(crate) events: tokio::sync::broadcast::Sender<CallUpdate>,
     pub(crate) media: media_engine::MediaEngine,
@@ -101,6 +131,7 @@ pub enum StartError {
 
 /// A running runtime.
 pub struct Runtime {
+    shared: Arc<Shared>,
     endpoint: endpoint::EndpointHandle,
     sip_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -135,6 +166,7 @@ impl Runtime {
             Arc::new(speech::Espeak::new(config.data_dir.join("cache")));
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let shared = Arc::new(Shared {
+            live: LiveCalls::default(),
             store,
             events: events.clone(),
             media,
@@ -144,15 +176,15 @@ impl Runtime {
             flow_limits: config.flow_limits,
             advertise_ip: config.advertise_ip,
         });
-        let (endpoint, sip_addr, task) =
-            endpoint::start(shared, config.sip_listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "SIP (UDP+TCP)",
-                    addr: config.sip_listen.to_string(),
-                    source,
-                })?;
+        let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+            what: "SIP (UDP+TCP)",
+            addr: config.sip_listen.to_string(),
+            source,
+        })?;
         Ok(Runtime {
+            shared,
             endpoint,
             sip_addr,
             task,
@@ -171,9 +203,22 @@ impl Runtime {
         self.sip_addr
     }
 
+    /// Place a call: resolve the destination, send the INVITE, and run `actions` once it is
+    /// answered. Returns the call record as created (status `dialing`); its progress comes as
+    /// [`CallUpdate`]s and in the store.
+    pub async fn originate(&self, req: Originate) -> Result<store::CallRecord, OriginateError> {
+        outbound::originate(&self.shared, &self.endpoint, self.sip_addr, req).await
+    }
+
+    /// Hang up a live call (BYE when answered, CANCEL or a final response when not). False when
+    /// no live call has that id.
+    pub fn hangup(&self, call_id: uuid::Uuid) -> bool {
+        self.shared.live.send(call_id, call::CallInput::Hangup)
+    }
+
     /// Hang up every call (BYE to answered ones, 503 to ringing ones) and stop, waiting at most
     /// `grace` for the calls to finish.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         let (done, wait) = oneshot::channel();
         self.endpoint.send(endpoint::Command::Shutdown { done });
         if tokio::time::timeout(grace, wait).await.is_err() {
