@@ -19,7 +19,7 @@ mod trunks;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use error::ApiError;
 
@@ -28,6 +28,8 @@ pub use error::ApiError;
 pub struct AppState {
     /// The platform's store.
     pub store: Arc<dyn store::Store>,
+    /// The call engine (places and hangs up calls).
+    pub engine: Arc<runtime::Runtime>,
 }
 
 /// The whole HTTP API.
@@ -40,8 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/numbers/{id}", get(numbers::get))
         .route("/v1.0/trunks", get(trunks::list).post(trunks::create))
         .route("/v1.0/trunks/{id}", get(trunks::get).delete(trunks::delete))
-        .route("/v1.0/calls", get(calls::list))
+        .route("/v1.0/calls", get(calls::list).post(calls::create))
         .route("/v1.0/calls/{id}", get(calls::get))
+        .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }

@@ -1,4 +1,5 @@
-//! In-process API tests: a real router on a real (in-memory) SQLite store.
+//! In-process API tests: a real router on a real (in-memory) SQLite store and a real call
+//! engine.
 
 use std::sync::Arc;
 
@@ -13,14 +14,29 @@ use crate::{AppState, router};
 
 const TOKEN: &str = "test-token";
 
+/// The API on a real store and a real call engine (SIP on a loopback port of its own).
 async fn app() -> axum::Router {
-    let store = store::SqliteStore::open("sqlite::memory:").await.unwrap();
+    let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
     store
         .bootstrap(Some(TOKEN), &store::utc_now())
         .await
         .unwrap();
+    let engine = runtime::Runtime::start(
+        runtime::Config {
+            sip_listen: "127.0.0.1:0".parse().unwrap(),
+            rtp_ports: (43000, 43100),
+            data_dir: std::env::temp_dir(),
+            media_workers: 1,
+            advertise_ip: None,
+            flow_limits: flow::Limits::default(),
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
     router(AppState {
-        store: Arc::new(store),
+        store,
+        engine: Arc::new(engine),
     })
 }
 
@@ -236,6 +252,64 @@ async fn api_trunks_validate_and_never_show_the_password() {
     );
     assert_eq!(
         send(&app, "DELETE", &format!("/v1.0/trunks/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn api_calls_refuse_bad_requests_with_paths() {
+    let app = app().await;
+    let ok_actions = json!([{"type": "answer"}, {"type": "hangup"}]);
+    for (body, path) in [
+        (
+            json!({"destinations": [{"type": "sip", "target": "sip:a@127.0.0.1"}], "actions": ok_actions}),
+            "source",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [], "actions": ok_actions}),
+            "destinations",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "fax", "target": "1"}],
+            "actions": ok_actions}),
+            "destinations[0].type",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "tel"}],
+            "actions": ok_actions}),
+            "destinations[0].target",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "sip", "target": "sip:a@127.0.0.1"}],
+            "actions": [{"type": "goto", "option": {"target_id": "nowhere"}}]}),
+            "actions[0].option.target_id",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "sip", "target": "sip:a@127.0.0.1"}],
+            "flow_id": uuid::Uuid::new_v4()}),
+            "flow_id",
+        ),
+        // A tel destination with no trunk cannot be placed.
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "tel", "target": "+15550100"}],
+            "actions": ok_actions}),
+            "destinations[0]",
+        ),
+        (
+            json!({"source": {"type": "tel", "target": "+1"}, "destinations": [{"type": "endpoint", "target": "nobody"}],
+            "actions": ok_actions}),
+            "destinations[0]",
+        ),
+    ] {
+        let (status, err) = send(&app, "POST", "/v1.0/calls", Some(&body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["errors"][0]["path"], path, "{err}");
+    }
+    let id = uuid::Uuid::new_v4();
+    assert_eq!(
+        send(&app, "POST", &format!("/v1.0/calls/{id}/hangup"), None)
             .await
             .0,
         StatusCode::NOT_FOUND

@@ -229,7 +229,11 @@ async fn run(args: Serve) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_listen))?;
     let http_addr = listener.local_addr()?;
-    let app = api::router(api::AppState { store: store_dyn });
+    let runtime = Arc::new(runtime);
+    let app = api::router(api::AppState {
+        store: store_dyn,
+        engine: runtime.clone(),
+    });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
