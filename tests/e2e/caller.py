@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""A real SIP caller for end-to-end tests, built on pjsua2.
+
+It places one call, records what it hears (8 kHz mono 16-bit WAV), sends RFC 4733 digits at
+set times after the call is confirmed, optionally hangs up itself, and always ends within
+--timeout. It prints exactly one JSON line on stdout:
+
+    {"connected": bool, "last_status_code": int, "hung_up_by": "remote"|"local"|null,
+     "call_duration_s": float, "digits_sent": "...", "record": "path", ...}
+
+hung_up_by is "remote" when the far end ended the call (BYE, or a final error response to the
+INVITE), "local" when this script did (--hangup-after, --timeout), null if the call never
+ended (it could not be placed). call_duration_s counts from confirmation to disconnection.
+
+Example:
+    caller.py --uri sip:+15550100@127.0.0.1:5060 --local-port 5070 --record out.wav \
+        --digits "1@6.0" --timeout 30
+
+pjsua2 runs single-threaded (threadCnt=0, mainThreadOnly=True) on the null audio device, with
+SIP and RTP bound to 127.0.0.1; events are pumped with libHandleEvents in a bounded loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import wave
+
+PUMP_MS = 10
+
+
+def parse_digits(spec: str) -> list[tuple[float, str]]:
+    """'1@6.0,23@9' -> [(6.0, '1'), (9.0, '23')], sorted by time."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        digits, sep, at = item.partition("@")
+        if not sep or not digits:
+            raise ValueError(f"bad --digits item {item!r}: want DIGITS@SECONDS")
+        if any(c not in "0123456789*#ABCDabcd" for c in digits):
+            raise ValueError(f"bad DTMF digits {digits!r}")
+        out.append((float(at), digits.upper()))
+    return sorted(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Place one SIP call with pjsua2 and report it as JSON.")
+    ap.add_argument("--uri", required=True, help="SIP URI to call, e.g. sip:+15550100@127.0.0.1:5060")
+    ap.add_argument("--local-port", type=int, default=5070, help="local SIP UDP port (127.0.0.1)")
+    ap.add_argument("--rtp-port", type=int, default=0,
+                    help="first local RTP port (default: local port + 2)")
+    ap.add_argument("--record", default="caller.wav", help="WAV file of what the caller hears")
+    ap.add_argument("--digits", default="",
+                    help='RFC 4733 digits to send, "DIGITS@SECONDS" after confirmation, comma-separated')
+    ap.add_argument("--hangup-after", type=float, default=None,
+                    help="hang up this many seconds after the call is confirmed "
+                         "(default: wait for the far end)")
+    ap.add_argument("--timeout", type=float, default=60.0,
+                    help="hard bound in seconds; the call is ended locally when reached")
+    ap.add_argument("--from-user", default="e2e-caller", help="user part of the From URI")
+    ap.add_argument("--log", default=None, help="write pjsip's log (level 5) to this file")
+    args = ap.parse_args(argv)
+
+    try:
+        schedule = parse_digits(args.digits)
+    except ValueError as e:
+        ap.error(str(e))
+
+    # pjsip may write to stdout before its log config applies: keep fd 1 for our JSON line.
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    # Last resort if the native library wedges: the default SIGALRM action ends the process.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(int(args.timeout) + 30)
+
+    result = run_call(args, schedule)
+    json_out.write(json.dumps(result) + "\n")
+    json_out.flush()
+    return 0
+
+
+def run_call(args, schedule: list[tuple[float, str]]) -> dict:
+    import pjsua2 as pj
+
+    record_path = os.path.abspath(args.record)
+    os.makedirs(os.path.dirname(record_path), exist_ok=True)
+    if os.path.exists(record_path):
+        os.unlink(record_path)
+    state = {
+        "connected": False,
+        "confirmed_at": None,
+        "disconnected_at": None,
+        "last_status_code": 0,
+        "last_reason": "",
+        "local_hangup": False,
+        "disconnected": False,
+    }
+    holders: dict = {"recorder": None}
+
+    class Caller(pj.Call):
+        def onCallState(self, prm):  # noqa: N802 (pjsua2 API name)
+            ci = self.getInfo()
+            if ci.lastStatusCode:
+                state["last_status_code"] = int(ci.lastStatusCode)
+                state["last_reason"] = ci.lastReason
+            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and state["confirmed_at"] is None:
+                state["connected"] = True
+                state["confirmed_at"] = time.monotonic()
+            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                state["disconnected"] = True
+                state["disconnected_at"] = time.monotonic()
+
+        def onCallMediaState(self, prm):  # noqa: N802
+            ci = self.getInfo()
+            for i, mi in enumerate(ci.media):
+                if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    continue
+                media = self.getAudioMedia(i)
+                if holders["recorder"] is None:
+                    rec = pj.AudioMediaRecorder()
+                    rec.createRecorder(record_path)
+                    holders["recorder"] = rec
+                media.startTransmit(holders["recorder"])
+
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.userAgent = "voxflow-e2e-caller"
+    cfg.uaConfig.maxCalls = 4
+    cfg.logConfig.consoleLevel = 0
+    cfg.logConfig.level = 5 if args.log else 0
+    if args.log:
+        cfg.logConfig.filename = args.log
+    cfg.medConfig.clockRate = 8000
+    cfg.medConfig.sndClockRate = 8000
+    cfg.medConfig.channelCount = 1
+    cfg.medConfig.noVad = True
+    cfg.medConfig.ecTailLen = 0
+    ep.libInit(cfg)
+
+    tcfg = pj.TransportConfig()
+    tcfg.port = args.local_port
+    tcfg.boundAddress = "127.0.0.1"
+    tcfg.publicAddress = "127.0.0.1"
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    for codec in ep.codecEnum2():
+        ep.codecSetPriority(codec.codecId, 0)
+    for codec in ep.codecEnum2():
+        if codec.codecId.startswith("PCMU/"):
+            ep.codecSetPriority(codec.codecId, 255)
+        elif codec.codecId.startswith("PCMA/"):
+            ep.codecSetPriority(codec.codecId, 254)
+
+    acfg = pj.AccountConfig()
+    acfg.idUri = f"sip:{args.from_user}@127.0.0.1:{args.local_port}"
+    acfg.natConfig.iceEnabled = False
+    acfg.natConfig.sdpNatRewriteUse = 0
+    acfg.natConfig.viaRewriteUse = 0
+    acfg.natConfig.contactRewriteUse = 0
+    mt = acfg.mediaConfig.transportConfig
+    mt.boundAddress = "127.0.0.1"
+    mt.publicAddress = "127.0.0.1"
+    mt.port = args.rtp_port or args.local_port + 2
+    mt.portRange = 64
+    account = pj.Account()
+    account.create(acfg)
+
+    call = Caller(account)
+    started = time.monotonic()
+    deadline = started + args.timeout
+    digits_sent = ""
+    error = None
+    try:
+        call.makeCall(args.uri, pj.CallOpParam(True))
+    except pj.Error as e:
+        error = f"makeCall: {e.info()}"
+        state["disconnected"] = True
+
+    pending = list(schedule)
+    hangup_sent = False
+    while not state["disconnected"]:
+        ep.libHandleEvents(PUMP_MS)
+        now = time.monotonic()
+        if state["disconnected"]:
+            break
+        confirmed = state["confirmed_at"]
+        want_hangup = now >= deadline or (
+            confirmed is not None
+            and args.hangup_after is not None
+            and now - confirmed >= args.hangup_after
+        )
+        if want_hangup and not hangup_sent:
+            hangup_sent = True
+            state["local_hangup"] = True
+            try:
+                call.hangup(pj.CallOpParam(True))
+            except pj.Error as e:
+                error = f"hangup: {e.info()}"
+                break
+            deadline = max(deadline, now) + 5.0  # room for the BYE/CANCEL transaction
+        elif hangup_sent and now >= deadline:
+            error = "call did not end after local hangup"
+            break
+        while pending and confirmed is not None and not hangup_sent and now - confirmed >= pending[0][0]:
+            _, digits = pending.pop(0)
+            prm = pj.CallSendDtmfParam()
+            prm.digits = digits
+            prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
+            prm.duration = 200
+            try:
+                call.sendDtmf(prm)
+                digits_sent += digits
+            except pj.Error as e:
+                error = f"sendDtmf {digits}: {e.info()}"
+
+    # Teardown: drop the recorder (flushes the WAV header), let the BYE/ACK go out, then stop.
+    holders["recorder"] = None
+    for _ in range(20):
+        ep.libHandleEvents(PUMP_MS)
+    del call
+    account.shutdown()
+    del account
+    for _ in range(10):
+        ep.libHandleEvents(PUMP_MS)
+    ep.libDestroy()
+    del ep
+
+    if not os.path.exists(record_path) or os.path.getsize(record_path) < 44:
+        with wave.open(record_path, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+
+    if state["disconnected_at"] is None:
+        hung_up_by = None
+    elif state["local_hangup"]:
+        hung_up_by = "local"
+    else:
+        hung_up_by = "remote"
+    duration = 0.0
+    if state["confirmed_at"] is not None:
+        end = state["disconnected_at"] or time.monotonic()
+        duration = round(end - state["confirmed_at"], 3)
+    out = {
+        "connected": state["connected"],
+        "last_status_code": state["last_status_code"],
+        "hung_up_by": hung_up_by,
+        "call_duration_s": duration,
+        "digits_sent": digits_sent,
+        "record": record_path,
+        "last_reason": state["last_reason"],
+    }
+    if error:
+        out["error"] = error
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
