@@ -30,18 +30,35 @@ cargo test --workspace --release --locked 2>&1 | tee "$log_dir/cargo-test.log"
 step "building the release binary"
 cargo build --release --locked -p voxflow
 
+# Each suite below prints "N passed, M failed" as its last line; a suite that exits non-zero
+# without such a line counts as one failure.
+suite_passed=0
+suite_failed=0
+suite_status=0
+run_suite() { # name, command...
+  local name=$1; shift
+  set +e
+  "$@" 2>&1 | tee "$log_dir/$name.log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local line passed failed
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log_dir/$name.log" | tail -n 1 || true)
+  passed=$(echo "${line:-0 passed, 0 failed}" | awk '{print $1+0}')
+  failed=$(echo "${line:-0 passed, 0 failed}" | awk '{print $3+0}')
+  if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+  suite_passed=$((suite_passed + passed))
+  suite_failed=$((suite_failed + failed))
+  [ "$status" -eq 0 ] || suite_status=1
+}
+
 step "end-to-end tests (release binary, real SIP clients, loopback)"
-set +e
-"$root/.venv/bin/python" tests/e2e/run_e2e.py --binary "$root/target/release/voxflow" 2>&1 | tee "$log_dir/e2e.log"
-e2e_status=${PIPESTATUS[0]}
-set -e
+run_suite e2e "$root/.venv/bin/python" tests/e2e/run_e2e.py --binary "$root/target/release/voxflow"
+
+step "SIP conformance: the siphon-sipp scenarios against the release binary"
+run_suite conformance "$root/.venv/bin/python" tests/conformance/run_siphon.py --binary "$root/target/release/voxflow"
 
 unit_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log_dir/cargo-test.log" | awk '{s+=$4} END {print s+0}')
 unit_failed=$(grep -Eo '[0-9]+ failed;' "$log_dir/cargo-test.log" | awk '{s+=$1} END {print s+0}')
-e2e_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log_dir/e2e.log" | tail -n 1 || true)
-e2e_passed=$(echo "${e2e_line:-0 passed}" | awk '{print $1+0}')
-e2e_failed=$(echo "${e2e_line:-0 passed, 1 failed}" | awk '{print $3+0}')
-if [ "$e2e_status" -ne 0 ] && [ "$e2e_failed" -eq 0 ]; then e2e_failed=1; fi
 echo
-echo "total: $((unit_passed + e2e_passed)) passed, $((unit_failed + e2e_failed)) failed"
-[ "$e2e_status" -eq 0 ] && [ "$unit_failed" -eq 0 ]
+echo "total: $((unit_passed + suite_passed)) passed, $((unit_failed + suite_failed)) failed"
+[ "$suite_status" -eq 0 ] && [ "$unit_failed" -eq 0 ]
