@@ -124,6 +124,8 @@ pub struct DeviceRecord {
     pub ha1_sha256: String,
     /// Display name.
     pub name: String,
+    /// Source IPs or CIDRs trusted as this device without digest (PBXs, IP phones on a LAN).
+    pub allowed_ips: Vec<String>,
     /// Creation time.
     pub tm_create: String,
     /// Last update.

@@ -18,6 +18,7 @@ use crate::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_sip.sql")),
+    (3, include_str!("../migrations/sqlite/0003_device_ips.sql")),
 ];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
@@ -180,6 +181,8 @@ fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord, StoreError> {
         ha1_md5: text(row, "ha1_md5")?,
         ha1_sha256: text(row, "ha1_sha256")?,
         name: text(row, "name")?,
+        allowed_ips: serde_json::from_str(&text(row, "allowed_ips")?)
+            .map_err(|e| StoreError::Corrupt(format!("allowed_ips: {e}")))?,
         tm_create: text(row, "tm_create")?,
         tm_update: text(row, "tm_update")?,
     })
@@ -490,8 +493,8 @@ impl Store for SqliteStore {
 
     async fn create_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO devices (id, account_id, username, realm, ha1_md5, ha1_sha256, name, tm_create, tm_update) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, account_id, username, realm, ha1_md5, ha1_sha256, name, allowed_ips, tm_create, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(device.id.to_string())
         .bind(device.account_id.to_string())
@@ -500,6 +503,7 @@ impl Store for SqliteStore {
         .bind(&device.ha1_md5)
         .bind(&device.ha1_sha256)
         .bind(&device.name)
+        .bind(serde_json::to_string(&device.allowed_ips).map_err(backend)?)
         .bind(&device.tm_create)
         .bind(&device.tm_update)
         .execute(&self.pool)
@@ -900,6 +904,7 @@ mod tests {
             ha1_md5: "m".into(),
             ha1_sha256: "s".into(),
             name: "Alice".into(),
+            allowed_ips: vec!["127.0.0.1".into()],
             tm_create: NOW.into(),
             tm_update: NOW.into(),
         };
