@@ -432,6 +432,33 @@ impl Call {
             .map(|f| user_or_uri(f.uri()))
             .unwrap_or_default();
 
+        // A call from one of our devices must prove it is that device (digest, 401).
+        match self.shared.store.device_by_username(&source).await {
+            Ok(Some(device)) => {
+                let verdict = crate::digest::authenticate(
+                    &self.shared,
+                    &self.invite,
+                    self.peer.addr.ip(),
+                    &device,
+                    &self.key.local_tag,
+                );
+                if let crate::digest::Verdict::Refuse(response) = verdict {
+                    self.respond_invite(response);
+                    self.phase = Phase::Ended;
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed");
+                self.reject(500);
+                return false;
+            }
+        }
+        // Authenticated (or no device): say 100 before the number lookup and the 180 (peers
+        // expect it first; a challenge above goes out without one).
+        self.respond_invite(Response::for_request(&self.invite, 100));
+
         let number = match self.shared.store.number_for_inbound(&destination).await {
             Ok(Some(n)) => n,
             Ok(None) => {

@@ -18,7 +18,8 @@ use crate::call::{self, CallInput};
 use crate::{Shared, now};
 
 /// Methods we answer; sent in `Allow`.
-pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, MESSAGE";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, MESSAGE, REGISTER";
 /// Extensions we support; sent in `Supported`.
 pub(crate) const SUPPORTED: &str = "100rel";
 /// Largest SIP message accepted from a datagram or a stream.
@@ -473,6 +474,15 @@ impl Endpoint {
                 response.headers.push("Supported", SUPPORTED);
                 self.layer.respond(now(), tx, response);
             }
+            Method::Register => {
+                crate::registrar::spawn(
+                    self.shared.clone(),
+                    self.handle.clone(),
+                    tx,
+                    request,
+                    peer,
+                );
+            }
             // A page-mode message (RFC 3428): accepted. Delivering it to flows is later work.
             Method::Message => self.respond(tx, &request, 200),
             // Requests that need a dialog and have none.
@@ -489,10 +499,6 @@ impl Endpoint {
             self.respond(tx, &request, 400);
             return;
         };
-        // The call task answers 180 only after a store lookup: say 100 now (§17.2.1 allows it
-        // at once; peers expect it before the 180).
-        self.layer
-            .respond(now(), tx, Response::for_request(&request, 100));
         let local_tag = self.new_tag();
         let key = CallKey {
             call_id,

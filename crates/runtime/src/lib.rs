@@ -10,12 +10,18 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod allow_list;
 mod audio;
+mod auth_guard;
 mod call;
+mod digest;
 mod endpoint;
 mod media_engine;
 mod outbound;
+mod registrar;
 
+pub use allow_list::{allows as ip_allowed, parse_cidr};
+pub use digest::device_ha1;
 pub use outbound::{Address, Originate, OriginateError};
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -40,6 +46,10 @@ pub struct Config {
     pub advertise_ip: Option<IpAddr>,
     /// Caps for every flow run.
     pub flow_limits: flow::Limits,
+    /// The digest realm devices authenticate in (their stored HA1 values depend on it).
+    pub realm: String,
+    /// Digest algorithms challenged with, most preferred first (MD5 and/or SHA-256).
+    pub digest_algorithms: Vec<sip::auth::Algorithm>,
 }
 
 /// A call record changed (created, ringing, answered, hung up); sent after the store has it.
@@ -85,10 +95,24 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     pub(crate) codecs: Vec<sdp::Codec>,
     pub(crate) flow_limits: flow::Limits,
+    /// Digest realm of our devices.
+    pub(crate) realm: String,
+    /// Algorithms challenged with, most preferred first.
+    pub(crate) digest_algorithms: Vec<sip::auth::Algorithm>,
+    /// Issues and checks digest nonces (stateless; the key lives for this process).
+    pub(crate) nonces: sip::auth::NonceIssuer,
+    guard: std::sync::Mutex<auth_guard::AuthGuard>,
     advertise_ip: Option<IpAddr>,
 }
 
 impl Shared {
+    /// The brute-force guard (held only for a few map operations).
+    pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, auth_guard::AuthGuard> {
+        self.guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The IP to put in SDP/Contact for a socket bound to `bound`.
     pub(crate) fn advertised_ip(&self, bound: IpAddr) -> IpAddr {
         if !bound.is_unspecified() {
@@ -104,6 +128,14 @@ fn route_ip() -> Option<IpAddr> {
     let socket = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     socket.connect(("192.0.2.1", 9)).ok()?;
     Some(socket.local_addr().ok()?.ip())
+}
+
+/// A fresh random key for nonces.
+fn nonce_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret
 }
 
 /// The clock of the shell: tokio's, so that paused-time tests cover the stack.
@@ -174,6 +206,14 @@ impl Runtime {
             http,
             codecs: vec![sdp::Codec::Pcmu, sdp::Codec::Pcma],
             flow_limits: config.flow_limits,
+            realm: config.realm.clone(),
+            digest_algorithms: if config.digest_algorithms.is_empty() {
+                vec![sip::auth::Algorithm::Md5, sip::auth::Algorithm::Sha256]
+            } else {
+                config.digest_algorithms.clone()
+            },
+            nonces: sip::auth::NonceIssuer::new(nonce_secret()),
+            guard: std::sync::Mutex::default(),
             advertise_ip: config.advertise_ip,
         });
         let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
@@ -196,6 +236,11 @@ impl Runtime {
     /// loses the oldest (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CallUpdate> {
         self.events.subscribe()
+    }
+
+    /// The digest realm devices authenticate in.
+    pub fn realm(&self) -> &str {
+        &self.shared.realm
     }
 
     /// The SIP address actually bound.

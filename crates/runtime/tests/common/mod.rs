@@ -42,6 +42,8 @@ pub async fn rig(rtp_base: u16) -> Rig {
             media_workers: 1,
             advertise_ip: None,
             flow_limits: flow::Limits::default(),
+            realm: "voxflow".into(),
+            digest_algorithms: Vec::new(),
         },
         store.clone(),
     )
