@@ -10,6 +10,7 @@
 
 mod auth;
 mod calls;
+mod devices;
 mod error;
 mod flows;
 mod json;
@@ -40,6 +41,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/flows/{id}", get(flows::get))
         .route("/v1.0/numbers", get(numbers::list).post(numbers::create))
         .route("/v1.0/numbers/{id}", get(numbers::get))
+        .route("/v1.0/devices", get(devices::list).post(devices::create))
+        .route(
+            "/v1.0/devices/{id}",
+            get(devices::get).delete(devices::delete),
+        )
         .route("/v1.0/trunks", get(trunks::list).post(trunks::create))
         .route("/v1.0/trunks/{id}", get(trunks::get).delete(trunks::delete))
         .route("/v1.0/calls", get(calls::list).post(calls::create))

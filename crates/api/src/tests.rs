@@ -29,6 +29,8 @@ async fn app() -> axum::Router {
             media_workers: 1,
             advertise_ip: None,
             flow_limits: flow::Limits::default(),
+            realm: "voxflow".into(),
+            digest_algorithms: Vec::new(),
         },
         store.clone(),
     )
@@ -313,5 +315,43 @@ async fn api_calls_refuse_bad_requests_with_paths() {
             .await
             .0,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn api_devices_keep_only_hashes_and_unique_usernames() {
+    let app = app().await;
+    let body = json!({"username": "alice", "password": "correct horse", "name": "Alice"});
+    let (status, device) = send(&app, "POST", "/v1.0/devices", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["realm"], "voxflow");
+    assert!(!device.to_string().contains("correct horse"));
+    let id = device["id"].as_str().unwrap();
+    let (status, one) = send(&app, "GET", &format!("/v1.0/devices/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["registrations"], json!([]));
+    assert_eq!(
+        send(&app, "POST", "/v1.0/devices", Some(&body.to_string()))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    for (bad, path) in [
+        (
+            json!({"username": "a b", "password": "longenough"}),
+            "username",
+        ),
+        (json!({"username": "bob", "password": "short"}), "password"),
+        (json!({"password": "longenough"}), "username"),
+    ] {
+        let (status, err) = send(&app, "POST", "/v1.0/devices", Some(&bad.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(err["errors"][0]["path"], path);
+    }
+    assert_eq!(
+        send(&app, "DELETE", &format!("/v1.0/devices/{id}"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
     );
 }

@@ -51,19 +51,6 @@ impl From<store::TrunkRecord> for TrunkView {
     }
 }
 
-/// An IP address or a CIDR block (`192.0.2.0/24`, `2001:db8::/32`).
-pub(crate) fn check_ip_or_cidr(text: &str) -> bool {
-    let (ip, bits) = match text.split_once('/') {
-        Some((ip, bits)) => (ip, Some(bits)),
-        None => (text, None),
-    };
-    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
-}
-
 /// A host name or IP literal: letters, digits, dots, dashes, and the brackets/colons of IPv6.
 fn check_host(host: &str) -> bool {
     !host.is_empty()
@@ -93,7 +80,10 @@ pub(crate) async fn create(
         _ => return Err(ApiError::field("transport", "must be \"udp\" or \"tcp\"")),
     };
     let allowed_ips = body.opt_strings("allowed_ips")?;
-    if let Some(i) = allowed_ips.iter().position(|ip| !check_ip_or_cidr(ip)) {
+    if let Some(i) = allowed_ips
+        .iter()
+        .position(|ip| runtime::parse_cidr(ip).is_none())
+    {
         return Err(ApiError::field(
             format!("allowed_ips[{i}]"),
             "must be an IP address or a CIDR block",

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the platform: SIP (UDP+TCP), RTP media, and the HTTP API.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Work with flow files offline.
     #[command(subcommand)]
     Flow(FlowCmd),
@@ -61,6 +61,14 @@ struct Serve {
     /// Most actions one flow run may execute before it is stopped.
     #[arg(long, env = "VOXFLOW_MAX_FLOW_EXECUTIONS", default_value_t = 100)]
     max_flow_executions: u32,
+    /// Digest realm for device authentication. Device passwords are stored as hashes over it:
+    /// changing it invalidates them.
+    #[arg(long, env = "VOXFLOW_SIP_REALM", default_value = "voxflow")]
+    sip_realm: String,
+    /// Digest algorithms to challenge devices with, most preferred first: `md5`, `sha256`.
+    /// Many phones read only the first challenge, hence MD5 first by default.
+    #[arg(long, env = "VOXFLOW_SIP_DIGEST", default_value = "md5,sha256", value_parser = parse_digest)]
+    sip_digest: DigestList,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `voxflow_runtime=debug`.
     #[arg(long, env = "VOXFLOW_LOG", default_value = "info")]
     log: String,
@@ -77,6 +85,24 @@ enum FlowCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The `--sip-digest` list.
+#[derive(Clone, Debug)]
+struct DigestList(Vec<sip::auth::Algorithm>);
+
+fn parse_digest(s: &str) -> Result<DigestList, String> {
+    let list = s
+        .split(',')
+        .map(|a| match a.trim().to_ascii_lowercase().as_str() {
+            "md5" => Ok(sip::auth::Algorithm::Md5),
+            "sha256" | "sha-256" => Ok(sip::auth::Algorithm::Sha256),
+            other => Err(format!(
+                "unknown digest algorithm {other:?}: use md5 and/or sha256"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DigestList(list))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -100,7 +126,7 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve(args) => serve(args),
+        Cmd::Serve(args) => serve(*args),
         Cmd::Flow(FlowCmd::Check { file, json }) => flow_check(&file, json),
     };
     match result {
@@ -217,6 +243,8 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             media_workers: args.media_workers,
             advertise_ip: args.advertise_ip,
+            realm: args.sip_realm.clone(),
+            digest_algorithms: args.sip_digest.0.clone(),
             flow_limits: flow::Limits {
                 max_executions: args.max_flow_executions,
                 ..flow::Limits::default()
