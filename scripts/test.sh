@@ -27,6 +27,11 @@ step "unit and simulated-time tests"
 # Release profile: the e2e step below reuses the same build of every dependency.
 cargo test --workspace --release --locked 2>&1 | tee "$log_dir/cargo-test.log"
 
+step "fuzzing the SIP parser (bounded: \${FUZZ_SECONDS:-30} s; crashes fail the run)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash scripts/fuzz-sip.sh > "$log_dir/fuzz.log" 2>&1 || {
+  tail -n 40 "$log_dir/fuzz.log"; echo "fuzzing found a crash: see $log_dir/fuzz.log" >&2; exit 1; }
+grep -E '^Done [0-9]+ runs|stat::number_of_executed_units' "$log_dir/fuzz.log" | tail -n 2 || true
+
 step "building the release binary"
 cargo build --release --locked -p voxflow
 

@@ -45,18 +45,10 @@ from dataclasses import asdict, dataclass, replace
 
 EXPECTED_FAIL: dict[str, str] = {
     # Missing features (voxflow does not claim them yet). Details: the findings document.
-    "register": "no registrar: REGISTER is answered 405",
-    "register-tcp": "no registrar: REGISTER is answered 405",
-    "register-ipv6": "no registrar: REGISTER is answered 405",
-    "register_multiple": "no registrar: REGISTER with two Contacts is answered 405",
-    "register_wildcard": "no registrar: REGISTER Contact: * / Expires: 0 is answered 405",
-    "auth_register": "no registrar, no digest auth: REGISTER answered 405, scenario wants 401",
-    "auth_invite": "no digest auth: INVITE is answered 100/180/200, scenario wants a 401 first",
     "refer": "no REFER (RFC 3515): in-dialog REFER answered 405, scenario wants 202 + NOTIFY",
     "refer_fail": "no REFER (RFC 3515): in-dialog REFER answered 405, scenario wants 202 + NOTIFY",
     "subscribe_notify": "no SUBSCRIBE/NOTIFY (RFC 6665): SUBSCRIBE answered 405",
     "subscribe_lifecycle": "no SUBSCRIBE/NOTIFY (RFC 6665): SUBSCRIBE answered 405",
-    "uas_invite": "no outbound calls: voxflow cannot call the SIPp UAS (POST /v1.0/calls is 405)",
     "proxy_invite_bye": "not a proxy: voxflow answers an INVITE for another host itself",
 }
 
@@ -71,7 +63,7 @@ TOKEN = "conformance-token"
 ANSWER_NUMBER = "15550100"   # flow: answer, then wait 60 s
 RINGING_NUMBER = "15550101"  # flow: never answer (wait 60 s ringing): CANCEL scenarios
 AUTH_NUMBER = "15550102"     # answering flow too; the user to protect with digest auth (alice)
-AUTH_USER, AUTH_PASS = "alice", "secret"
+AUTH_PASS = "conformance-secret"
 
 ANSWER_FLOW = [{"type": "answer"}, {"type": "sleep", "option": {"duration": 60000}}]
 RINGING_FLOW = [{"type": "sleep", "option": {"duration": 60000}}, {"type": "hangup"}]
@@ -95,6 +87,8 @@ class Case:
     inf: str = ""                 # "proxy" | "refer": write that CSV (-inf) with our ports
     peer: str = ""                # scenario run as a SIPp UAS at the CSV target (proxy callee)
     role: str = "uac"             # "uas": SIPp waits for voxflow to call it (uas_invite.xml)
+    # devices to create first: (username, password, allowed_ips); see DEVICES
+    devices: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 # Per-scenario settings; every other scenario runs with the defaults of Case.
@@ -106,8 +100,16 @@ SCENARIO_SETTINGS: dict[str, dict] = {
     "prack_missing_rack.xml": {"service": RINGING_NUMBER},
     # register.xml wants a 200 without a challenge, auth_register.xml a 401 first: the
     # authenticated scenarios use their own user, the one to configure with credentials.
-    "auth_invite.xml": {"service": AUTH_NUMBER, "args": ("-au", AUTH_USER, "-ap", AUTH_PASS)},
-    "auth_register.xml": {"service": AUTH_NUMBER, "args": ("-au", AUTH_USER, "-ap", AUTH_PASS)},
+    # auth_invite: the caller (From: sipp) is a device, so its INVITE is challenged (401).
+    "auth_invite.xml": {"service": AUTH_NUMBER, "args": ("-au", "sipp", "-ap", AUTH_PASS),
+                        "devices": (("sipp", AUTH_PASS, ()),)},
+    # auth_register: the AOR (To: the service) is a device with a password.
+    "auth_register.xml": {"service": AUTH_NUMBER, "args": ("-au", AUTH_NUMBER, "-ap", AUTH_PASS),
+                          "devices": ((AUTH_NUMBER, AUTH_PASS, ()),)},
+    # register*: the AOR is a device trusted by its address (no challenge expected).
+    "register.xml": {"devices": ((ANSWER_NUMBER, "", ("127.0.0.0/8", "::1")),)},
+    "register_multiple.xml": {"devices": ((ANSWER_NUMBER, "", ("127.0.0.0/8", "::1")),)},
+    "register_wildcard.xml": {"devices": ((ANSWER_NUMBER, "", ("127.0.0.0/8", "::1")),)},
     "refer.xml": {"inf": "refer"},
     "proxy_invite_bye.xml": {"inf": "proxy", "peer": "uas_invite.xml"},
     "uas_invite.xml": {"role": "uas"},
@@ -262,8 +264,15 @@ class Api:
         except json.JSONDecodeError:
             return status, text
 
-    def setup(self) -> str:
-        """Create the two flows and bind the numbers; '' or what went wrong."""
+    def setup(self, devices=()) -> str:
+        """Create the flows, bind the numbers, create the case's devices; '' or what went wrong."""
+        for username, password, allowed_ips in devices:
+            body = {"username": username, "allowed_ips": list(allowed_ips)}
+            if password:
+                body["password"] = password
+            status, res = self.call("POST", "/v1.0/devices", body)
+            if status >= 300:
+                return f"POST /v1.0/devices {username} -> HTTP {status}: {str(res)[:200]}"
         for number, actions in ((ANSWER_NUMBER, ANSWER_FLOW), (RINGING_NUMBER, RINGING_FLOW),
                                 (AUTH_NUMBER, ANSWER_FLOW)):
             status, flow = self.call("POST", "/v1.0/flows", {"name": f"conformance {number}",
@@ -277,18 +286,9 @@ class Api:
         return ""
 
     def originate(self, target_uri: str) -> str:
-        """Ask voxflow to place a call to target_uri running the answer flow; '' when accepted.
-
-        voxflow has no outbound calls yet; this is the VoIPbin-style request it is expected to
-        take once it does (POST /v1.0/calls with a flow and SIP destinations).
-        """
-        status, flows = self.call("GET", "/v1.0/flows")
-        flow_id = ""
-        if isinstance(flows, dict):
-            for f in flows.get("result") or []:
-                if isinstance(f, dict) and f.get("name") == f"conformance {ANSWER_NUMBER}":
-                    flow_id = f.get("id", "")
-        body = {"flow_id": flow_id,
+        """Ask voxflow to place a call to target_uri (POST /v1.0/calls); '' when accepted."""
+        # The callee scenario waits for our BYE: a flow that hangs up after two seconds.
+        body = {"actions": [{"type": "sleep", "option": {"duration": 2000}}, {"type": "hangup"}],
                 "source": {"type": "tel", "target": "+" + ANSWER_NUMBER},
                 "destinations": [{"type": "sip", "target": target_uri}]}
         status, res = self.call("POST", "/v1.0/calls", body)
@@ -435,7 +435,7 @@ def run_case(case: Case, binary: str, suite: str, out: str, isolated: bool, slot
             res["reason"] = (f"voxflow did not print 'voxflow ready' within {READY_TIMEOUT_S}s"
                              f" (exit {code}) {' | '.join(log_tail)}")
             return res
-        problem = Api(ports.http).setup()
+        problem = Api(ports.http).setup(case.devices)
         if problem:
             res["reason"] = "API setup: " + problem
             return res
