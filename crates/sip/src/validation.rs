@@ -105,7 +105,9 @@ pub(crate) fn error_response(
     }
     if status == 400 {
         let text = err.to_string().replace(['"', '\\'], "'");
-        response.headers.push("Warning", format!("399 voxflow \"{text}\""));
+        response
+            .headers
+            .push("Warning", format!("399 voxflow \"{text}\""));
     }
     response.set_to_tag(&stateless_tag(call_id, from));
     Some(response)

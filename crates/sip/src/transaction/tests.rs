@@ -606,7 +606,10 @@ fn invalid_requests_get_400_without_reaching_the_tu() {
     let r = response_of(&sent[0]);
     assert_eq!(r.status, 400);
     assert_eq!(r.reason, "Bad Request");
-    assert!(r.headers.get("Warning").is_some_and(|w| w.contains("CSeq")), "{r:?}");
+    assert!(
+        r.headers.get("Warning").is_some_and(|w| w.contains("CSeq")),
+        "{r:?}"
+    );
     assert_eq!(sent[0].peer, sipp());
     assert!(h.events().is_empty());
     assert!(h.layer.is_empty());
