@@ -31,6 +31,7 @@ async fn app() -> axum::Router {
             flow_limits: flow::Limits::default(),
             realm: "voxflow".into(),
             digest_algorithms: Vec::new(),
+            keepalive_interval: std::time::Duration::from_millis(200),
         },
         store.clone(),
     )

@@ -76,6 +76,8 @@ enum Role {
         ack: Option<Box<Request>>,
         ring_deadline: tokio::time::Instant,
         cancelled: bool,
+        /// Credentials for a 401/407; taken when used (one retry per call).
+        credentials: Option<(String, String)>,
     },
 }
 
@@ -192,6 +194,8 @@ pub(crate) struct Outgoing {
     pub(crate) program: Arc<flow::Program>,
     pub(crate) variables: flow::Variables,
     pub(crate) ring_timeout: std::time::Duration,
+    /// User name and password to answer a 401/407 with (a trunk's), if any.
+    pub(crate) credentials: Option<(String, String)>,
     pub(crate) inbox: mpsc::UnboundedReceiver<CallInput>,
 }
 
@@ -216,6 +220,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 program,
                 variables,
                 ring_timeout,
+                credentials,
                 inbox,
             } = outgoing;
             let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -232,6 +237,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                     ack: None,
                     ring_deadline: tokio::time::Instant::now() + ring_timeout,
                     cancelled: false,
+                    credentials,
                 },
                 peer,
                 local_sip,
@@ -747,6 +753,12 @@ impl Call {
             }
             return;
         }
+        if (status == 401 || status == 407)
+            && self.phase == Phase::Early
+            && self.retry_with_credentials(&response)
+        {
+            return;
+        }
         if status >= 300 {
             if self.phase == Phase::Early {
                 self.phase = Phase::Ended;
@@ -858,6 +870,65 @@ impl Call {
             rand_u32(),
             rand_u32()
         )
+    }
+
+    /// Answer a 401/407 to our INVITE with the trunk's credentials: the same INVITE again with
+    /// the next CSeq and an `Authorization`/`Proxy-Authorization` (RFC 3261 §22.2). Once per
+    /// call; false when there is nothing to answer with.
+    fn retry_with_credentials(&mut self, response: &Response) -> bool {
+        let Role::Uac {
+            credentials,
+            cancelled: false,
+            ..
+        } = &mut self.role
+        else {
+            return false;
+        };
+        let Some((user, password)) = credentials.take() else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if response.status == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(challenge) =
+            sip::auth::select_challenge(response.headers.get_all(challenge_header))
+        else {
+            return false;
+        };
+        let uri = self.invite.uri.to_string();
+        let cnonce = format!("{:08x}{:08x}", rand_u32(), rand_u32());
+        let creds = match sip::auth::respond(
+            &challenge,
+            &Method::Invite,
+            &uri,
+            &user,
+            &password,
+            &cnonce,
+            1,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(error = %e, "cannot answer the trunk's challenge");
+                return false;
+            }
+        };
+        let mut invite = self.invite.clone();
+        let cseq = invite.cseq().map_or(1, |c| c.seq) + 1;
+        invite.headers.set("CSeq", format!("{cseq} INVITE"));
+        invite.headers.set(answer_header, creds.to_string());
+        self.invite = invite;
+        tracing::info!(
+            status = response.status,
+            "answering the challenge with the trunk's credentials"
+        );
+        self.endpoint.send(Command::SendInvite {
+            call: self.key.clone(),
+            peer: self.peer,
+            request: Box::new(self.invite.clone()),
+        });
+        true
     }
 
     /// Where requests of `dialog` go.

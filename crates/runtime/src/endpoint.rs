@@ -57,6 +57,13 @@ pub(crate) enum Command {
     },
     /// CANCEL the outbound call's INVITE (sent once a provisional response came, §9.1).
     CancelInvite { call: CallKey },
+    /// Send an OPTIONS keep-alive to a registered contact; if it times out, drop the binding.
+    Keepalive {
+        device: uuid::Uuid,
+        contact: String,
+        peer: Peer,
+        request: Box<Request>,
+    },
     /// Send (or resend) the ACK for a 2xx to our INVITE.
     SendAck { peer: Peer, ack: Box<Request> },
     /// The call is over: forget its routes.
@@ -82,6 +89,11 @@ impl EndpointHandle {
     pub(crate) fn send(&self, cmd: Command) {
         let _ = self.tx.send(cmd);
     }
+
+    /// Whether the endpoint task has stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 struct TcpIn {
@@ -106,6 +118,8 @@ struct Endpoint {
     calls: HashMap<CallKey, CallRoute>,
     by_invite: HashMap<ServerTxId, CallKey>,
     by_client_tx: HashMap<ClientTxId, CallKey>,
+    /// Keep-alive OPTIONS in flight: whose contact each one checks.
+    keepalives: HashMap<ClientTxId, (uuid::Uuid, String)>,
     handle: EndpointHandle,
     tcp_in: mpsc::UnboundedSender<TcpIn>,
     next_conn: u64,
@@ -146,6 +160,7 @@ pub(crate) async fn start(
         calls: HashMap::new(),
         by_invite: HashMap::new(),
         by_client_tx: HashMap::new(),
+        keepalives: HashMap::new(),
         handle: handle.clone(),
         tcp_in,
         next_conn: 1,
@@ -271,6 +286,15 @@ impl Endpoint {
                 }
             }
             Command::SendAck { peer, mut ack } => self.layer.send_ack(peer, &mut ack),
+            Command::Keepalive {
+                device,
+                contact,
+                peer,
+                request,
+            } => {
+                let tx = self.layer.send_request(now(), peer, *request);
+                self.keepalives.insert(tx, (device, contact));
+            }
             Command::Forget { call } => {
                 if let Some(tx) = self.calls.remove(&call).and_then(|r| r.invite_tx) {
                     self.by_invite.remove(&tx);
@@ -374,6 +398,17 @@ impl Endpoint {
             Event::AckTimeout { tx } => {
                 if let Some(route) = self.by_invite.get(&tx).and_then(|k| self.calls.get(k)) {
                     let _ = route.inbox.send(CallInput::AckTimeout);
+                }
+            }
+            Event::Response { tx, response } if self.keepalives.contains_key(&tx) => {
+                // Any answer, even an error, proves the contact is alive.
+                if response.status >= 200 {
+                    self.keepalives.remove(&tx);
+                }
+            }
+            Event::ClientTimeout { tx } if self.keepalives.contains_key(&tx) => {
+                if let Some((device, contact)) = self.keepalives.remove(&tx) {
+                    crate::maintenance::drop_contact(self.shared.clone(), device, contact);
                 }
             }
             Event::Response { tx, response } => {

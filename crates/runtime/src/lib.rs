@@ -16,6 +16,7 @@ mod auth_guard;
 mod call;
 mod digest;
 mod endpoint;
+mod maintenance;
 mod media_engine;
 mod outbound;
 mod registrar;
@@ -50,6 +51,8 @@ pub struct Config {
     pub realm: String,
     /// Digest algorithms challenged with, most preferred first (MD5 and/or SHA-256).
     pub digest_algorithms: Vec<sip::auth::Algorithm>,
+    /// How often registrations are expired and their contacts sent an OPTIONS keep-alive.
+    pub keepalive_interval: Duration,
 }
 
 /// A call record changed (created, ringing, answered, hung up); sent after the store has it.
@@ -223,6 +226,12 @@ impl Runtime {
             addr: config.sip_listen.to_string(),
             source,
         })?;
+        maintenance::spawn(
+            shared.clone(),
+            endpoint.clone(),
+            sip_addr,
+            config.keepalive_interval,
+        );
         Ok(Runtime {
             shared,
             endpoint,

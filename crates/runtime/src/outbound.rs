@@ -68,11 +68,13 @@ pub enum OriginateError {
     Unavailable(String),
 }
 
-/// Where a call goes: the Request-URI and the first hop, and the From user to present.
+/// Where a call goes: the Request-URI and the first hop, the From user to present, and the
+/// credentials to answer a 401/407 with (a trunk's).
 struct Target {
     uri: Uri,
     peer: Peer,
     from_user: String,
+    credentials: Option<(String, String)>,
 }
 
 pub(crate) async fn originate(
@@ -180,6 +182,7 @@ pub(crate) async fn originate(
         program: Arc::new(program),
         variables,
         ring_timeout: req.ring_timeout,
+        credentials: target.credentials,
         inbox,
     });
     Ok(record)
@@ -241,6 +244,7 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
                 },
                 uri,
                 from_user: req.source.target.clone(),
+                credentials: None,
             })
         }
         "tel" => {
@@ -281,6 +285,8 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
             } else {
                 trunk.caller_id.clone()
             };
+            let credentials = (!trunk.username.is_empty())
+                .then(|| (trunk.username.clone(), trunk.password.clone()));
             Ok(Target {
                 uri,
                 peer: Peer {
@@ -289,6 +295,7 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
                     conn: None,
                 },
                 from_user,
+                credentials,
             })
         }
         "endpoint" | "extension" => {
@@ -324,6 +331,7 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
                 uri,
                 peer,
                 from_user: req.source.target.clone(),
+                credentials: None,
             })
         }
         other => Err(OriginateError::UnsupportedType(other.to_owned())),

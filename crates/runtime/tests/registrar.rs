@@ -58,10 +58,14 @@ fn register(
     )
 }
 
+/// The next response (keep-alive OPTIONS sent to registered phones meanwhile are skipped).
 async fn response(phone: &Phone) -> Response {
-    match phone.recv().await {
-        Message::Response(r) => r,
-        Message::Request(r) => panic!("unexpected {}", r.method),
+    loop {
+        match phone.recv().await {
+            Message::Response(r) => return r,
+            Message::Request(r) if r.method == Method::Options => {}
+            Message::Request(r) => panic!("unexpected {}", r.method),
+        }
     }
 }
 
@@ -246,7 +250,9 @@ async fn invite_from_a_device_must_authenticate_and_calls_reach_registered_devic
         .await
         .unwrap();
     let to_alice: Request = loop {
-        if let Message::Request(r) = callee.recv().await {
+        if let Message::Request(r) = callee.recv().await
+            && r.method == Method::Invite
+        {
             break r;
         }
     };
@@ -255,4 +261,29 @@ async fn invite_from_a_device_must_authenticate_and_calls_reach_registered_devic
         to_alice.uri.to_string(),
         format!("sip:alice@{}", callee.addr())
     );
+}
+
+#[tokio::test]
+async fn registered_contacts_get_options_keepalives() {
+    let rig = rig(41850).await;
+    device(&rig, "desk", "", &["127.0.0.1"]).await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&register(&phone, "desk", 1, "z9hG4bKk1", None))
+        .await;
+    assert_eq!(response(&phone).await.status, 200);
+    // The rig's keep-alive interval is 200 ms.
+    let options = loop {
+        if let Message::Request(r) = phone.recv().await {
+            break r;
+        }
+    };
+    assert_eq!(options.method, Method::Options);
+    assert_eq!(
+        options.uri.to_string(),
+        format!("sip:desk@{}", phone.addr())
+    );
+    phone
+        .send(std::str::from_utf8(&Response::for_request(&options, 200).to_bytes()).unwrap())
+        .await;
 }

@@ -201,3 +201,104 @@ async fn uac_hangup_through_the_engine_cancels_a_ringing_call() {
     let cancel = next_request(&phone).await;
     assert_eq!(cancel.method, Method::Cancel);
 }
+
+#[tokio::test]
+async fn uac_tel_calls_go_through_the_trunk_and_answer_its_challenge() {
+    let rig = rig(41800).await;
+    let mut events = rig.runtime.subscribe();
+    let carrier = Phone::new(rig.runtime.sip_addr()).await;
+    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
+    let now = store::utc_now();
+    rig.store
+        .create_trunk(&store::TrunkRecord {
+            id: uuid::Uuid::new_v4(),
+            account_id: account.id,
+            name: "carrier".into(),
+            host: "127.0.0.1".into(),
+            port: Some(carrier.addr().port()),
+            transport: "udp".into(),
+            username: "acct42".into(),
+            password: "trunk-secret".into(),
+            register: false,
+            register_expires: 600,
+            caller_id: "+15557770000".into(),
+            allowed_ips: vec![],
+            tm_create: now.clone(),
+            tm_update: now,
+        })
+        .await
+        .unwrap();
+    let mut actions = serde_json::json!([{"type": "hangup"}]);
+    flow::assign_ids(&mut actions, || uuid::Uuid::new_v4().to_string());
+    rig.runtime
+        .originate(runtime::Originate {
+            account_id: account.id,
+            source: runtime::Address {
+                kind: "tel".into(),
+                target: "+15550001".into(),
+            },
+            destination: runtime::Address {
+                kind: "tel".into(),
+                target: "+442071234567".into(),
+            },
+            flow_id: None,
+            actions,
+            ring_timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap();
+
+    let first = next_request(&carrier).await;
+    assert_eq!(
+        first.uri.to_string(),
+        format!("sip:+442071234567@127.0.0.1:{}", carrier.addr().port())
+    );
+    assert!(
+        first
+            .from()
+            .unwrap()
+            .uri()
+            .to_string()
+            .starts_with("sip:+15557770000@"),
+        "the trunk's caller id"
+    );
+    // Challenge as a carrier's proxy does.
+    let issuer = sip::auth::NonceIssuer::new([7; 32]);
+    let challenge = issuer.challenge(
+        "carrier.example",
+        sip::auth::Algorithm::Md5,
+        1_800_000_000,
+        false,
+    );
+    let mut response = Response::for_request(&first, 407);
+    response.set_to_tag("c1");
+    response
+        .headers
+        .push("Proxy-Authenticate", challenge.to_string());
+    carrier
+        .send(std::str::from_utf8(&response.to_bytes()).unwrap())
+        .await;
+    let ack = next_request(&carrier).await;
+    assert_eq!(ack.method, Method::Ack);
+
+    let second = next_request(&carrier).await;
+    assert_eq!(second.method, Method::Invite);
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    assert_eq!(second.call_id(), first.call_id());
+    let creds =
+        sip::auth::Credentials::parse(second.headers.get("Proxy-Authorization").unwrap()).unwrap();
+    assert_eq!(creds.username, "acct42");
+    let verified = issuer.verify(
+        &creds,
+        &Method::Invite,
+        "carrier.example",
+        sip::auth::PasswordOrHa1::Password("trunk-secret"),
+        1_800_000_010,
+    );
+    assert_eq!(verified, Ok(()));
+    carrier
+        .send(&reply(&carrier, &second, 486, "c2", None))
+        .await;
+    let done = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(done.hangup_reason, "busy");
+}

@@ -69,6 +69,9 @@ struct Serve {
     /// Many phones read only the first challenge, hence MD5 first by default.
     #[arg(long, env = "VOXFLOW_SIP_DIGEST", default_value = "md5,sha256", value_parser = parse_digest)]
     sip_digest: DigestList,
+    /// Seconds between OPTIONS keep-alives to registered contacts (and registration expiry).
+    #[arg(long, env = "VOXFLOW_SIP_KEEPALIVE", default_value_t = 30)]
+    sip_keepalive: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `voxflow_runtime=debug`.
     #[arg(long, env = "VOXFLOW_LOG", default_value = "info")]
     log: String,
@@ -245,6 +248,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             advertise_ip: args.advertise_ip,
             realm: args.sip_realm.clone(),
             digest_algorithms: args.sip_digest.0.clone(),
+            keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
             flow_limits: flow::Limits {
                 max_executions: args.max_flow_executions,
                 ..flow::Limits::default()

@@ -44,6 +44,7 @@ pub async fn rig(rtp_base: u16) -> Rig {
             flow_limits: flow::Limits::default(),
             realm: "voxflow".into(),
             digest_algorithms: Vec::new(),
+            keepalive_interval: std::time::Duration::from_millis(200),
         },
         store.clone(),
     )
