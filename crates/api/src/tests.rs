@@ -23,15 +23,10 @@ async fn app() -> axum::Router {
         .unwrap();
     let engine = runtime::Runtime::start(
         runtime::Config {
-            sip_listen: "127.0.0.1:0".parse().unwrap(),
             rtp_ports: (43000, 43100),
-            data_dir: std::env::temp_dir(),
             media_workers: 1,
-            advertise_ip: None,
-            flow_limits: flow::Limits::default(),
-            realm: "voxflow".into(),
-            digest_algorithms: Vec::new(),
             keepalive_interval: std::time::Duration::from_millis(200),
+            ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), std::env::temp_dir())
         },
         store.clone(),
     )

@@ -55,6 +55,26 @@ pub struct Config {
     pub keepalive_interval: Duration,
 }
 
+impl Config {
+    /// Defaults for everything but where to listen for SIP and where to keep data: RTP on
+    /// 20000-29999, a media worker per core, realm `voxflow`, MD5 then SHA-256 challenges,
+    /// keep-alives every 30 s, the default flow limits.
+    #[must_use]
+    pub fn new(sip_listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            sip_listen,
+            rtp_ports: (20000, 29999),
+            data_dir,
+            media_workers: 0,
+            advertise_ip: None,
+            flow_limits: flow::Limits::default(),
+            realm: "voxflow".to_owned(),
+            digest_algorithms: Vec::new(),
+            keepalive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A call record changed (created, ringing, answered, hung up); sent after the store has it.
 #[derive(Debug, Clone)]
 pub struct CallUpdate {

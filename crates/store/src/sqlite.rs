@@ -87,6 +87,82 @@ impl SqliteStore {
     }
 }
 
+/// The statements of an account-scoped table, from its name at compile time (sqlx takes
+/// `&'static str` SQL, which keeps these free of injected text).
+macro_rules! scoped_sql {
+    (one $table:literal) => {
+        concat!("SELECT * FROM ", $table, " WHERE id = ? AND account_id = ?")
+    };
+    (page $table:literal) => {
+        concat!(
+            "SELECT * FROM ",
+            $table,
+            " WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?"
+        )
+    };
+    (delete $table:literal) => {
+        concat!("DELETE FROM ", $table, " WHERE id = ? AND account_id = ?")
+    };
+}
+
+type ReadRow<T> = fn(&SqliteRow) -> Result<T, StoreError>;
+
+impl SqliteStore {
+    /// One record of `account` by id (`scoped_sql!(one ..)`).
+    async fn one<T>(
+        &self,
+        sql: &'static str,
+        account: Uuid,
+        id: Uuid,
+        read: ReadRow<T>,
+    ) -> Result<Option<T>, StoreError> {
+        sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(read)
+            .transpose()
+    }
+
+    /// A page of `account`'s records, newest first (`scoped_sql!(page ..)`).
+    async fn page<T>(
+        &self,
+        sql: &'static str,
+        account: Uuid,
+        page: &Page,
+        read: ReadRow<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(sql)
+            .bind(account.to_string())
+            .bind(&tm)
+            .bind(&tm)
+            .bind(&id)
+            .bind(i64::from(page.size))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(read)
+            .collect()
+    }
+
+    /// Delete one record of `account` (`scoped_sql!(delete ..)`); false when there was none.
+    async fn delete(&self, sql: &'static str, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
@@ -316,34 +392,13 @@ impl Store for SqliteStore {
     }
 
     async fn flow(&self, account: Uuid, id: Uuid) -> Result<Option<FlowRecord>, StoreError> {
-        sqlx::query("SELECT * FROM flows WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        self.one(scoped_sql!(one "flows"), account, id, flow_from_row)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(flow_from_row)
-            .transpose()
     }
 
     async fn list_flows(&self, account: Uuid, page: &Page) -> Result<Vec<FlowRecord>, StoreError> {
-        let (tm, id) = cursor(page);
-        sqlx::query(
-            "SELECT * FROM flows WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?",
-        )
-        .bind(account.to_string())
-        .bind(&tm)
-        .bind(&tm)
-        .bind(&id)
-        .bind(i64::from(page.size))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(flow_from_row)
-        .collect()
+        self.page(scoped_sql!(page "flows"), account, page, flow_from_row)
+            .await
     }
 
     async fn create_number(&self, number: &NumberRecord) -> Result<(), StoreError> {
@@ -365,15 +420,8 @@ impl Store for SqliteStore {
     }
 
     async fn number(&self, account: Uuid, id: Uuid) -> Result<Option<NumberRecord>, StoreError> {
-        sqlx::query("SELECT * FROM numbers WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        self.one(scoped_sql!(one "numbers"), account, id, number_from_row)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(number_from_row)
-            .transpose()
     }
 
     async fn list_numbers(
@@ -381,22 +429,8 @@ impl Store for SqliteStore {
         account: Uuid,
         page: &Page,
     ) -> Result<Vec<NumberRecord>, StoreError> {
-        let (tm, id) = cursor(page);
-        sqlx::query(
-            "SELECT * FROM numbers WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?",
-        )
-        .bind(account.to_string())
-        .bind(&tm)
-        .bind(&tm)
-        .bind(&id)
-        .bind(i64::from(page.size))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(number_from_row)
-        .collect()
+        self.page(scoped_sql!(page "numbers"), account, page, number_from_row)
+            .await
     }
 
     async fn number_for_inbound(&self, digits: &str) -> Result<Option<NumberRecord>, StoreError> {
@@ -461,34 +495,13 @@ impl Store for SqliteStore {
     }
 
     async fn call(&self, account: Uuid, id: Uuid) -> Result<Option<CallRecord>, StoreError> {
-        sqlx::query("SELECT * FROM calls WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        self.one(scoped_sql!(one "calls"), account, id, call_from_row)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(call_from_row)
-            .transpose()
     }
 
     async fn list_calls(&self, account: Uuid, page: &Page) -> Result<Vec<CallRecord>, StoreError> {
-        let (tm, id) = cursor(page);
-        sqlx::query(
-            "SELECT * FROM calls WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?",
-        )
-        .bind(account.to_string())
-        .bind(&tm)
-        .bind(&tm)
-        .bind(&id)
-        .bind(i64::from(page.size))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(call_from_row)
-        .collect()
+        self.page(scoped_sql!(page "calls"), account, page, call_from_row)
+            .await
     }
 
     async fn create_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
@@ -513,15 +526,8 @@ impl Store for SqliteStore {
     }
 
     async fn device(&self, account: Uuid, id: Uuid) -> Result<Option<DeviceRecord>, StoreError> {
-        sqlx::query("SELECT * FROM devices WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        self.one(scoped_sql!(one "devices"), account, id, device_from_row)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
     }
 
     async fn list_devices(
@@ -529,22 +535,8 @@ impl Store for SqliteStore {
         account: Uuid,
         page: &Page,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let (tm, id) = cursor(page);
-        sqlx::query(
-            "SELECT * FROM devices WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?",
-        )
-        .bind(account.to_string())
-        .bind(&tm)
-        .bind(&tm)
-        .bind(&id)
-        .bind(i64::from(page.size))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(device_from_row)
-        .collect()
+        self.page(scoped_sql!(page "devices"), account, page, device_from_row)
+            .await
     }
 
     async fn device_by_username(&self, username: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -559,13 +551,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM devices WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .execute(&self.pool)
+        self.delete(scoped_sql!(delete "devices"), account, id)
             .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn registrations(&self, device: Uuid) -> Result<Vec<RegistrationRecord>, StoreError> {
@@ -663,15 +650,8 @@ impl Store for SqliteStore {
     }
 
     async fn trunk(&self, account: Uuid, id: Uuid) -> Result<Option<TrunkRecord>, StoreError> {
-        sqlx::query("SELECT * FROM trunks WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(&self.pool)
+        self.one(scoped_sql!(one "trunks"), account, id, trunk_from_row)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(trunk_from_row)
-            .transpose()
     }
 
     async fn list_trunks(
@@ -679,22 +659,8 @@ impl Store for SqliteStore {
         account: Uuid,
         page: &Page,
     ) -> Result<Vec<TrunkRecord>, StoreError> {
-        let (tm, id) = cursor(page);
-        sqlx::query(
-            "SELECT * FROM trunks WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?",
-        )
-        .bind(account.to_string())
-        .bind(&tm)
-        .bind(&tm)
-        .bind(&id)
-        .bind(i64::from(page.size))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(trunk_from_row)
-        .collect()
+        self.page(scoped_sql!(page "trunks"), account, page, trunk_from_row)
+            .await
     }
 
     async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError> {
@@ -708,13 +674,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_trunk(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM trunks WHERE id = ? AND account_id = ?")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        self.delete(scoped_sql!(delete "trunks"), account, id).await
     }
 
     async fn close_live_calls(&self, reason: &str, now: &str) -> Result<u64, StoreError> {

@@ -36,15 +36,10 @@ pub async fn rig(rtp_base: u16) -> Rig {
     store.bootstrap(Some("t"), &store::utc_now()).await.unwrap();
     let runtime = runtime::Runtime::start(
         runtime::Config {
-            sip_listen: "127.0.0.1:0".parse().unwrap(),
             rtp_ports: (rtp_base, rtp_base + 40),
-            data_dir: dir.clone(),
             media_workers: 1,
-            advertise_ip: None,
-            flow_limits: flow::Limits::default(),
-            realm: "voxflow".into(),
-            digest_algorithms: Vec::new(),
             keepalive_interval: std::time::Duration::from_millis(200),
+            ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone())
         },
         store.clone(),
     )
