@@ -81,6 +81,20 @@ enum Role {
     },
 }
 
+/// A running session timer (RFC 4028).
+#[derive(Debug, Clone, Copy)]
+struct SessionTimer {
+    /// The agreed session interval.
+    interval: std::time::Duration,
+    /// We refresh (with UPDATE); otherwise the peer must, or we hang up.
+    we_refresh: bool,
+    /// When to refresh, or when the session expires without the peer's refresh.
+    deadline: tokio::time::Instant,
+}
+
+/// Minimum session interval we accept (RFC 4028 §4: at least 90 s).
+const MIN_SE: u32 = 90;
+
 /// Audio prepared off the call task for a media id, or why it could not be.
 type Prepared = (u64, Result<Arc<[i16]>, String>);
 
@@ -124,6 +138,8 @@ struct Call {
     preparing: HashSet<u64>,
     prepared_tx: mpsc::UnboundedSender<Prepared>,
     flow_answered: bool,
+    /// The session timer agreed (RFC 4028) and when it next needs attention.
+    session: Option<SessionTimer>,
 }
 
 async fn run(incoming: Incoming) {
@@ -162,6 +178,7 @@ async fn run(incoming: Incoming) {
         preparing: HashSet::new(),
         prepared_tx,
         flow_answered: false,
+        session: None,
     };
     if !call.setup().await {
         return;
@@ -255,6 +272,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 preparing: HashSet::new(),
                 prepared_tx,
                 flow_answered: false,
+                session: None,
             };
             let (live_tx, inbox) = live_inbox(inbox);
             call.shared.live.insert(call_id, live_tx);
@@ -312,8 +330,10 @@ impl Call {
                 }
                 _ => None,
             };
+            let session_deadline = call.session.map(|t| t.deadline);
             tokio::select! {
                 Some(input) = inbox.api.recv() => call.handle_input(input).await,
+                () = sleep_until(session_deadline) => call.handle_session_deadline().await,
                 () = sleep_until(ring_deadline) => {
                     if matches!(call.role, Role::Uac { cancelled: true, .. }) {
                         // Our CANCEL got no 487 either: the far end is gone.
@@ -463,6 +483,14 @@ impl Call {
         }
         // Authenticated (or no device): say 100 before the number lookup and the 180 (peers
         // expect it first; a challenge above goes out without one).
+        // A session interval below our minimum is refused now, before anything rings (422).
+        if let Err(min_se) = sip::session_timer::negotiate_uas(&self.invite, MIN_SE) {
+            let mut response = sip::session_timer::interval_too_small(&self.invite, min_se);
+            response.set_to_tag(&self.key.local_tag);
+            self.respond_invite(response);
+            self.phase = Phase::Ended;
+            return false;
+        }
         self.respond_invite(Response::for_request(&self.invite, 100));
 
         let number = match self.shared.store.number_for_inbound(&destination).await {
@@ -648,6 +676,10 @@ impl Call {
                 self.reject(400);
                 return;
             }
+        }
+        if let Ok(Some(timer)) = sip::session_timer::negotiate_uas(&self.invite, MIN_SE) {
+            sip::session_timer::apply_to_response(&timer, &mut response);
+            self.arm_session_timer(timer);
         }
         self.respond_invite(response);
         self.phase = Phase::Answering;
@@ -931,6 +963,57 @@ impl Call {
         true
     }
 
+    /// Start (or restart) the session timer agreed with the peer.
+    fn arm_session_timer(&mut self, timer: sip::session_timer::SessionTimer) {
+        let interval = std::time::Duration::from_secs(u64::from(timer.interval));
+        let we_refresh = timer.refresher == sip::session_timer::Refresher::Uas;
+        // We refresh at half the interval; the peer gets until the interval minus
+        // min(32 s, a third of it) (RFC 4028 §10).
+        let wait = if we_refresh {
+            interval / 2
+        } else {
+            interval - (interval / 3).min(std::time::Duration::from_secs(32))
+        };
+        self.session = Some(SessionTimer {
+            interval,
+            we_refresh,
+            deadline: tokio::time::Instant::now() + wait,
+        });
+    }
+
+    /// The session timer fired: refresh it ourselves, or end a session the peer let expire.
+    async fn handle_session_deadline(&mut self) {
+        let Some(timer) = self.session else { return };
+        if !matches!(self.phase, Phase::Answering | Phase::Confirmed) {
+            self.session = None;
+            return;
+        }
+        if timer.we_refresh {
+            if let Some(dialog) = self.dialog.as_mut() {
+                let mut update = dialog.create_request(Method::Update);
+                update.headers.push(
+                    "Session-Expires",
+                    format!("{};refresher=uac", timer.interval.as_secs()),
+                );
+                update.headers.push("Supported", "timer");
+                let peer = self.target_peer();
+                self.endpoint.send(Command::Send {
+                    call: self.key.clone(),
+                    peer,
+                    request: Box::new(update),
+                });
+            }
+            self.session = Some(SessionTimer {
+                deadline: tokio::time::Instant::now() + timer.interval / 2,
+                ..timer
+            });
+        } else {
+            tracing::info!("session expired without a refresh; hanging up");
+            self.session = None;
+            self.hangup("timeout", 408).await;
+        }
+    }
+
     /// Where requests of `dialog` go.
     fn peer_for(&self, dialog: &Dialog) -> Peer {
         let hop = dialog.next_hop();
@@ -1143,9 +1226,17 @@ impl Call {
         response
             .headers
             .push("Contact", format!("<{}>", self.contact_uri()));
-        if let Some(timer) = request.headers.get("Session-Expires") {
-            // Honour the peer's session timer as its refresher (RFC 4028 §9): echo it.
-            response.headers.push("Session-Expires", timer.to_owned());
+        // A refresh (RFC 4028 §9): the new interval and refresher, or none any more.
+        match sip::session_timer::negotiate_uas(request, MIN_SE) {
+            Ok(Some(timer)) => {
+                sip::session_timer::apply_to_response(&timer, &mut response);
+                self.arm_session_timer(timer);
+            }
+            Ok(None) => self.session = None,
+            Err(min_se) => {
+                self.respond(tx, sip::session_timer::interval_too_small(request, min_se));
+                return;
+            }
         }
         let send_sdp = offered || request.method == Method::Invite;
         if let Some(sdp) = self.local_sdp.as_ref().filter(|_| send_sdp) {

@@ -413,3 +413,39 @@ async fn uas_play_streams_local_and_http_wav_over_rtp_then_hangs_up() {
         ("normal", "local")
     );
 }
+
+#[tokio::test]
+async fn uas_session_timer_is_agreed_and_too_small_intervals_get_422() {
+    let rig = rig(41900).await;
+    rig.bind(
+        "+15550106",
+        serde_json::json!([{"type": "answer"}, {"type": "sleep", "option": {"duration": 5000}}]),
+    )
+    .await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    let with_timer = |branch: &str, interval: u32, call_id: &str| {
+        phone
+            .invite("+15550106", branch, Some(&pcmu_offer(4006)))
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: {interval};refresher=uac\r\n"),
+                1,
+            )
+            .replace(&phone.call_id, call_id)
+    };
+    phone.send(&with_timer("z9hG4bKs1", 30, "st-1@test")).await;
+    let refused = phone.expect_status(422).await;
+    assert_eq!(refused.headers.get("Min-SE"), Some("90"));
+    phone
+        .send(&with_timer("z9hG4bKs2", 1800, "st-2@test"))
+        .await;
+    let ok = phone.expect_status(200).await;
+    assert_eq!(
+        ok.headers.get("Session-Expires"),
+        Some("1800;refresher=uac")
+    );
+    assert!(
+        ok.headers.get_all("Require").any(|r| r.contains("timer")),
+        "{ok:?}"
+    );
+}
