@@ -26,13 +26,54 @@ pub(crate) struct TrunkView {
     register_expires: u32,
     caller_id: String,
     allowed_ips: Vec<String>,
+    /// Where the outbound registration stands (trunks with `register: true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration: Option<RegistrationView>,
     tm_create: String,
     tm_update: String,
+}
+
+/// A trunk's registration state.
+#[derive(Serialize)]
+pub(crate) struct RegistrationView {
+    /// `registering`, `registered` or `failed`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl TrunkView {
+    fn new(t: store::TrunkRecord, engine: &runtime::Runtime) -> Self {
+        let registration = engine.trunk_registration(t.id).map(|r| match r {
+            runtime::TrunkRegistration::Registering => RegistrationView {
+                state: "registering",
+                expires: None,
+                reason: None,
+            },
+            runtime::TrunkRegistration::Registered { expires } => RegistrationView {
+                state: "registered",
+                expires: Some(expires),
+                reason: None,
+            },
+            runtime::TrunkRegistration::Failed { reason } => RegistrationView {
+                state: "failed",
+                expires: None,
+                reason: Some(reason),
+            },
+        });
+        TrunkView {
+            registration,
+            ..TrunkView::from(t)
+        }
+    }
 }
 
 impl From<store::TrunkRecord> for TrunkView {
     fn from(t: store::TrunkRecord) -> Self {
         TrunkView {
+            registration: None,
             id: t.id,
             customer_id: t.account_id,
             name: t.name,
@@ -130,7 +171,7 @@ pub(crate) async fn get(
         .trunk(account.id, path_id(&id)?)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(t.into()))
+    Ok(Json(TrunkView::new(t, &state.engine)))
 }
 
 pub(crate) async fn delete(
@@ -152,7 +193,10 @@ pub(crate) async fn list(
 ) -> Result<Json<List<TrunkView>>, ApiError> {
     let page = query.page()?;
     let trunks = state.store.list_trunks(account.id, &page).await?;
-    let views = trunks.into_iter().map(TrunkView::from).collect();
+    let views = trunks
+        .into_iter()
+        .map(|t| TrunkView::new(t, &state.engine))
+        .collect();
     Ok(Json(List::new(views, &page, |t: &TrunkView| {
         (t.tm_create.clone(), t.id)
     })))

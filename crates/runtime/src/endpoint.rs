@@ -57,12 +57,13 @@ pub(crate) enum Command {
     },
     /// CANCEL the outbound call's INVITE (sent once a provisional response came, §9.1).
     CancelInvite { call: CallKey },
-    /// Send an OPTIONS keep-alive to a registered contact; if it times out, drop the binding.
-    Keepalive {
-        device: uuid::Uuid,
-        contact: String,
+    /// Send a request outside any call (keep-alives, trunk registrations); its final response,
+    /// or its timeout, goes to `reply` with `token`.
+    Request {
         peer: Peer,
         request: Box<Request>,
+        reply: mpsc::UnboundedSender<(u64, ClientReply)>,
+        token: u64,
     },
     /// Send (or resend) the ACK for a 2xx to our INVITE.
     SendAck { peer: Peer, ack: Box<Request> },
@@ -77,6 +78,15 @@ pub(crate) enum Command {
 pub(crate) struct CallKey {
     pub(crate) call_id: String,
     pub(crate) local_tag: String,
+}
+
+/// The outcome of a request sent with [`Command::Request`].
+#[derive(Debug)]
+pub(crate) enum ClientReply {
+    /// Its final response.
+    Final(Box<Response>),
+    /// No final response came (Timer F).
+    Timeout,
 }
 
 /// A cheap handle for sending commands to the endpoint.
@@ -118,8 +128,8 @@ struct Endpoint {
     calls: HashMap<CallKey, CallRoute>,
     by_invite: HashMap<ServerTxId, CallKey>,
     by_client_tx: HashMap<ClientTxId, CallKey>,
-    /// Keep-alive OPTIONS in flight: whose contact each one checks.
-    keepalives: HashMap<ClientTxId, (uuid::Uuid, String)>,
+    /// Requests sent for tasks other than calls, and where their outcome goes.
+    replies: HashMap<ClientTxId, (mpsc::UnboundedSender<(u64, ClientReply)>, u64)>,
     handle: EndpointHandle,
     tcp_in: mpsc::UnboundedSender<TcpIn>,
     next_conn: u64,
@@ -160,7 +170,7 @@ pub(crate) async fn start(
         calls: HashMap::new(),
         by_invite: HashMap::new(),
         by_client_tx: HashMap::new(),
-        keepalives: HashMap::new(),
+        replies: HashMap::new(),
         handle: handle.clone(),
         tcp_in,
         next_conn: 1,
@@ -286,14 +296,14 @@ impl Endpoint {
                 }
             }
             Command::SendAck { peer, mut ack } => self.layer.send_ack(peer, &mut ack),
-            Command::Keepalive {
-                device,
-                contact,
+            Command::Request {
                 peer,
                 request,
+                reply,
+                token,
             } => {
                 let tx = self.layer.send_request(now(), peer, *request);
-                self.keepalives.insert(tx, (device, contact));
+                self.replies.insert(tx, (reply, token));
             }
             Command::Forget { call } => {
                 if let Some(tx) = self.calls.remove(&call).and_then(|r| r.invite_tx) {
@@ -400,15 +410,16 @@ impl Endpoint {
                     let _ = route.inbox.send(CallInput::AckTimeout);
                 }
             }
-            Event::Response { tx, response } if self.keepalives.contains_key(&tx) => {
-                // Any answer, even an error, proves the contact is alive.
-                if response.status >= 200 {
-                    self.keepalives.remove(&tx);
+            Event::Response { tx, response } if self.replies.contains_key(&tx) => {
+                if response.status >= 200
+                    && let Some((reply, token)) = self.replies.remove(&tx)
+                {
+                    let _ = reply.send((token, ClientReply::Final(Box::new(response))));
                 }
             }
-            Event::ClientTimeout { tx } if self.keepalives.contains_key(&tx) => {
-                if let Some((device, contact)) = self.keepalives.remove(&tx) {
-                    crate::maintenance::drop_contact(self.shared.clone(), device, contact);
+            Event::ClientTimeout { tx } if self.replies.contains_key(&tx) => {
+                if let Some((reply, token)) = self.replies.remove(&tx) {
+                    let _ = reply.send((token, ClientReply::Timeout));
                 }
             }
             Event::Response { tx, response } => {

@@ -20,10 +20,12 @@ mod maintenance;
 mod media_engine;
 mod outbound;
 mod registrar;
+mod trunk_registration;
 
 pub use allow_list::{allows as ip_allowed, parse_cidr};
 pub use digest::device_ha1;
 pub use outbound::{Address, Originate, OriginateError};
+pub use trunk_registration::TrunkRegistration;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -51,7 +53,8 @@ pub struct Config {
     pub realm: String,
     /// Digest algorithms challenged with, most preferred first (MD5 and/or SHA-256).
     pub digest_algorithms: Vec<sip::auth::Algorithm>,
-    /// How often registrations are expired and their contacts sent an OPTIONS keep-alive.
+    /// How often the registration upkeep runs: registrations expired, contacts sent an OPTIONS
+    /// keep-alive, trunks that register checked.
     pub keepalive_interval: Duration,
 }
 
@@ -125,10 +128,28 @@ pub(crate) struct Shared {
     /// Issues and checks digest nonces (stateless; the key lives for this process).
     pub(crate) nonces: sip::auth::NonceIssuer,
     guard: std::sync::Mutex<auth_guard::AuthGuard>,
+    trunk_states: trunk_registration::States,
+    /// Bumped on every trunk registration change (tests and API watchers wait on it).
+    trunk_changes: tokio::sync::watch::Sender<u64>,
     advertise_ip: Option<IpAddr>,
 }
 
 impl Shared {
+    /// Registration state of the trunks that register (held only for a map operation).
+    pub(crate) fn trunk_states(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, TrunkRegistration>> {
+        self.trunk_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record a trunk's registration state and tell the watchers.
+    pub(crate) fn set_trunk_state(&self, trunk: uuid::Uuid, state: TrunkRegistration) {
+        self.trunk_states().insert(trunk, state);
+        self.trunk_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The brute-force guard (held only for a few map operations).
     pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, auth_guard::AuthGuard> {
         self.guard
@@ -237,6 +258,8 @@ impl Runtime {
             },
             nonces: sip::auth::NonceIssuer::new(nonce_secret()),
             guard: std::sync::Mutex::default(),
+            trunk_states: trunk_registration::States::default(),
+            trunk_changes: tokio::sync::watch::Sender::new(0),
             advertise_ip: config.advertise_ip,
         });
         let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
@@ -247,6 +270,12 @@ impl Runtime {
             source,
         })?;
         maintenance::spawn(
+            shared.clone(),
+            endpoint.clone(),
+            sip_addr,
+            config.keepalive_interval,
+        );
+        trunk_registration::spawn(
             shared.clone(),
             endpoint.clone(),
             sip_addr,
@@ -265,6 +294,17 @@ impl Runtime {
     /// loses the oldest (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CallUpdate> {
         self.events.subscribe()
+    }
+
+    /// Where a registering trunk's registration stands (None for trunks that do not register,
+    /// or before the first attempt).
+    pub fn trunk_registration(&self, trunk: uuid::Uuid) -> Option<TrunkRegistration> {
+        self.shared.trunk_states().get(&trunk).cloned()
+    }
+
+    /// A receiver that sees every change of any trunk's registration state.
+    pub fn watch_trunk_registrations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.trunk_changes.subscribe()
     }
 
     /// The digest realm devices authenticate in.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sip::{Method, Request, Uri};
 
 use crate::digest::unix_now;
-use crate::endpoint::{Command, EndpointHandle};
+use crate::endpoint::{ClientReply, Command, EndpointHandle};
 use crate::{Shared, call, outbound};
 
 /// Start the upkeep task, every `period`; it ends when the endpoint does.
@@ -31,7 +31,11 @@ pub(crate) fn spawn(
     });
 }
 
-async fn run_once(shared: &Shared, endpoint: &EndpointHandle, local_sip: std::net::SocketAddr) {
+async fn run_once(
+    shared: &Arc<Shared>,
+    endpoint: &EndpointHandle,
+    local_sip: std::net::SocketAddr,
+) {
     let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
     match shared.store.expire_registrations(now).await {
         Ok(0) => {}
@@ -46,7 +50,9 @@ async fn run_once(shared: &Shared, endpoint: &EndpointHandle, local_sip: std::ne
         }
     };
     let host = call::fmt_host(shared.advertised_ip(local_sip.ip()), local_sip.port());
-    for registration in live {
+    let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    let mut pending = std::collections::HashMap::new();
+    for (token, registration) in (0u64..).zip(live) {
         let (Some(peer), Ok(uri)) = (
             outbound::parse_source(&registration.source),
             Uri::parse(&registration.contact),
@@ -65,29 +71,41 @@ async fn run_once(shared: &Shared, endpoint: &EndpointHandle, local_sip: std::ne
             format!("{:08x}{:08x}@voxflow", call::rand_u32(), call::rand_u32()),
         );
         options.headers.push("CSeq", "1 OPTIONS");
-        endpoint.send(Command::Keepalive {
-            device: registration.device_id,
-            contact: registration.contact,
+        endpoint.send(Command::Request {
             peer,
             request: Box::new(options),
+            reply: reply.clone(),
+            token,
         });
+        pending.insert(token, (registration.device_id, registration.contact));
     }
+    drop(reply);
+    // Any answer, even an error, proves the contact is alive; only silence (Timer F) drops it.
+    // The sweep's answers are awaited in a task of their own, so the next tick is not delayed.
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some((token, outcome)) = replies.recv().await {
+            if let (ClientReply::Timeout, Some((device, contact))) =
+                (outcome, pending.remove(&token))
+            {
+                drop_contact(&shared, device, contact).await;
+            }
+        }
+    });
 }
 
 /// A keep-alive got no answer at all: forget that contact.
-pub(crate) fn drop_contact(shared: Arc<Shared>, device: uuid::Uuid, contact: String) {
-    tokio::spawn(async move {
-        let Ok(current) = shared.store.registrations(device).await else {
-            return;
-        };
-        let kept: Vec<_> = current
-            .into_iter()
-            .filter(|r| r.contact != contact)
-            .collect();
-        if let Err(e) = shared.store.replace_registrations(device, &kept).await {
-            tracing::warn!(error = %e, "could not drop an unreachable contact");
-        } else {
-            tracing::info!(%contact, "contact did not answer its keep-alive; binding removed");
-        }
-    });
+async fn drop_contact(shared: &Shared, device: uuid::Uuid, contact: String) {
+    let Ok(current) = shared.store.registrations(device).await else {
+        return;
+    };
+    let kept: Vec<_> = current
+        .into_iter()
+        .filter(|r| r.contact != contact)
+        .collect();
+    if let Err(e) = shared.store.replace_registrations(device, &kept).await {
+        tracing::warn!(error = %e, "could not drop an unreachable contact");
+    } else {
+        tracing::info!(%contact, "contact did not answer its keep-alive; binding removed");
+    }
 }

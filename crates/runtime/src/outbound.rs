@@ -361,7 +361,7 @@ pub(crate) fn parse_source(text: &str) -> Option<Peer> {
 }
 
 /// Resolve a host (an IP literal, or a name through the system resolver: A/AAAA).
-async fn lookup(host: &str, port: u16) -> Result<SocketAddr, OriginateError> {
+pub(crate) async fn lookup(host: &str, port: u16) -> Result<SocketAddr, OriginateError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));

@@ -287,3 +287,101 @@ async fn registered_contacts_get_options_keepalives() {
         .send(std::str::from_utf8(&Response::for_request(&options, 200).to_bytes()).unwrap())
         .await;
 }
+
+#[tokio::test]
+async fn trunks_that_register_answer_the_challenge_and_report_their_state() {
+    let rig = rig(41950).await;
+    let carrier = Phone::new(rig.runtime.sip_addr()).await;
+    let mut changes = rig.runtime.watch_trunk_registrations();
+    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
+    let now = store::utc_now();
+    let trunk_id = Uuid::new_v4();
+    rig.store
+        .create_trunk(&store::TrunkRecord {
+            id: trunk_id,
+            account_id: account.id,
+            name: "carrier".into(),
+            host: "127.0.0.1".into(),
+            port: Some(carrier.addr().port()),
+            transport: "udp".into(),
+            username: "acct42".into(),
+            password: "trunk-secret".into(),
+            register: true,
+            register_expires: 300,
+            caller_id: String::new(),
+            allowed_ips: vec![],
+            tm_create: now.clone(),
+            tm_update: now,
+        })
+        .await
+        .unwrap();
+    let next_register = || async {
+        loop {
+            if let Message::Request(r) = carrier.recv().await
+                && r.method == Method::Register
+            {
+                return r;
+            }
+        }
+    };
+    let first = next_register().await;
+    assert_eq!(first.headers.get("Expires"), Some("300"));
+    assert!(
+        first
+            .to()
+            .unwrap()
+            .uri()
+            .to_string()
+            .starts_with("sip:acct42@127.0.0.1")
+    );
+    let issuer = sip::auth::NonceIssuer::new([9; 32]);
+    let challenge = issuer.challenge(
+        "carrier.example",
+        sip::auth::Algorithm::Md5,
+        1_800_000_000,
+        false,
+    );
+    let mut unauthorized = Response::for_request(&first, 401);
+    unauthorized.set_to_tag("reg1");
+    unauthorized
+        .headers
+        .push("WWW-Authenticate", challenge.to_string());
+    carrier
+        .send(std::str::from_utf8(&unauthorized.to_bytes()).unwrap())
+        .await;
+
+    let second = next_register().await;
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    assert_eq!(second.call_id(), first.call_id());
+    let creds = Credentials::parse(second.headers.get("Authorization").unwrap()).unwrap();
+    let verified = issuer.verify(
+        &creds,
+        &Method::Register,
+        "carrier.example",
+        sip::auth::PasswordOrHa1::Password("trunk-secret"),
+        1_800_000_005,
+    );
+    assert_eq!(verified, Ok(()));
+    let mut ok = Response::for_request(&second, 200);
+    ok.set_to_tag("reg1");
+    ok.headers.push(
+        "Contact",
+        format!("{};expires=120", second.headers.get("Contact").unwrap()),
+    );
+    carrier
+        .send(std::str::from_utf8(&ok.to_bytes()).unwrap())
+        .await;
+
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if rig.runtime.trunk_registration(trunk_id)
+                == Some(runtime::TrunkRegistration::Registered { expires: 120 })
+            {
+                return;
+            }
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the trunk never reported itself registered");
+}
