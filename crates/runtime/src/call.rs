@@ -459,8 +459,10 @@ impl Call {
             .unwrap_or_default();
 
         // A call from one of our devices must prove it is that device (digest, 401).
+        let mut trusted_account = None;
         match self.shared.store.device_by_username(&source).await {
             Ok(Some(device)) => {
+                trusted_account = Some(device.account_id);
                 let verdict = crate::digest::authenticate(
                     &self.shared,
                     &self.invite,
@@ -506,6 +508,13 @@ impl Call {
                 return false;
             }
         };
+        if self.shared.inbound_policy == crate::InboundPolicy::Restricted
+            && !self.trusted_for(number.account_id, trusted_account).await
+        {
+            tracing::info!(source = %self.peer.addr, "inbound call from an untrusted source; 403");
+            self.reject(403);
+            return false;
+        }
         let flow = match self
             .shared
             .store
@@ -961,6 +970,24 @@ impl Call {
             request: Box::new(self.invite.clone()),
         });
         true
+    }
+
+    /// Under the restricted inbound policy: the call comes from an authenticated device of the
+    /// number's account, or from an allowed address of one of that account's trunks.
+    async fn trusted_for(&self, account: Uuid, device_account: Option<Uuid>) -> bool {
+        if device_account == Some(account) {
+            return true;
+        }
+        let ip = self.peer.addr.ip();
+        match self.shared.store.all_trunks().await {
+            Ok(trunks) => trunks
+                .iter()
+                .any(|t| t.account_id == account && crate::allow_list::allows(&t.allowed_ips, ip)),
+            Err(e) => {
+                tracing::error!(error = %e, "trunk lookup failed");
+                false
+            }
+        }
     }
 
     /// Start (or restart) the session timer agreed with the peer.

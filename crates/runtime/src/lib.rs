@@ -53,9 +53,23 @@ pub struct Config {
     pub realm: String,
     /// Digest algorithms challenged with, most preferred first (MD5 and/or SHA-256).
     pub digest_algorithms: Vec<sip::auth::Algorithm>,
+    /// Which inbound INVITEs are taken.
+    pub inbound_policy: InboundPolicy,
     /// How often the registration upkeep runs: registrations expired, contacts sent an OPTIONS
     /// keep-alive, trunks that register checked.
     pub keepalive_interval: Duration,
+}
+
+/// Which inbound INVITEs are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InboundPolicy {
+    /// Any source may call a bound number (devices still authenticate). Good for a demo, or
+    /// behind an SBC that filters.
+    #[default]
+    Open,
+    /// Only devices of the number's account (authenticated) and addresses on that account's
+    /// trunks' allow-lists may call its numbers; everyone else gets 403.
+    Restricted,
 }
 
 impl Config {
@@ -74,6 +88,7 @@ impl Config {
             realm: "voxflow".to_owned(),
             digest_algorithms: Vec::new(),
             keepalive_interval: Duration::from_secs(30),
+            inbound_policy: InboundPolicy::Open,
         }
     }
 }
@@ -123,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) flow_limits: flow::Limits,
     /// Digest realm of our devices.
     pub(crate) realm: String,
+    /// Which inbound INVITEs are taken.
+    pub(crate) inbound_policy: InboundPolicy,
     /// Algorithms challenged with, most preferred first.
     pub(crate) digest_algorithms: Vec<sip::auth::Algorithm>,
     /// Issues and checks digest nonces (stateless; the key lives for this process).
@@ -251,6 +268,7 @@ impl Runtime {
             codecs: vec![sdp::Codec::Pcmu, sdp::Codec::Pcma],
             flow_limits: config.flow_limits,
             realm: config.realm.clone(),
+            inbound_policy: config.inbound_policy,
             digest_algorithms: if config.digest_algorithms.is_empty() {
                 vec![sip::auth::Algorithm::Md5, sip::auth::Algorithm::Sha256]
             } else {

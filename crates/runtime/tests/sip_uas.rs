@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 
 use common::*;
 use sip::{Message, Response};
+use store::Store;
 use tokio::net::UdpSocket;
+use voxflow_runtime as runtime;
 
 #[tokio::test]
 async fn uas_unknown_number_is_404() {
@@ -448,4 +450,49 @@ async fn uas_session_timer_is_agreed_and_too_small_intervals_get_422() {
         ok.headers.get_all("Require").any(|r| r.contains("timer")),
         "{ok:?}"
     );
+}
+
+#[tokio::test]
+async fn uas_restricted_policy_takes_calls_only_from_trunk_addresses() {
+    let rig = rig_with(41960, |c| {
+        c.inbound_policy = runtime::InboundPolicy::Restricted
+    })
+    .await;
+    rig.bind(
+        "+15550107",
+        serde_json::json!([{"type": "answer"}, {"type": "sleep", "option": {"duration": 5000}}]),
+    )
+    .await;
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&phone.invite("+15550107", "z9hG4bKq1", Some(&pcmu_offer(4008))))
+        .await;
+    phone.expect_status(403).await;
+
+    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
+    let now = store::utc_now();
+    rig.store
+        .create_trunk(&store::TrunkRecord {
+            id: uuid::Uuid::new_v4(),
+            account_id: account.id,
+            name: "carrier".into(),
+            host: "127.0.0.1".into(),
+            port: None,
+            transport: "udp".into(),
+            username: String::new(),
+            password: String::new(),
+            register: false,
+            register_expires: 600,
+            caller_id: String::new(),
+            allowed_ips: vec!["127.0.0.0/8".into()],
+            tm_create: now.clone(),
+            tm_update: now,
+        })
+        .await
+        .unwrap();
+    let phone = Phone::new(rig.runtime.sip_addr()).await;
+    phone
+        .send(&phone.invite("+15550107", "z9hG4bKq2", Some(&pcmu_offer(4008))))
+        .await;
+    phone.expect_status(200).await;
 }

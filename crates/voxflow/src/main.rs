@@ -69,6 +69,10 @@ struct Serve {
     /// Many phones read only the first challenge, hence MD5 first by default.
     #[arg(long, env = "VOXFLOW_SIP_DIGEST", default_value = "md5,sha256", value_parser = parse_digest)]
     sip_digest: DigestList,
+    /// Which inbound calls are taken: `open` (anyone may call a bound number) or `restricted`
+    /// (only the number's account's devices and trunk allow-lists).
+    #[arg(long, env = "VOXFLOW_SIP_INBOUND", default_value = "open", value_parser = ["open", "restricted"])]
+    sip_inbound: String,
     /// Seconds between OPTIONS keep-alives to registered contacts (and registration expiry).
     #[arg(long, env = "VOXFLOW_SIP_KEEPALIVE", default_value_t = 30)]
     sip_keepalive: u64,
@@ -249,6 +253,11 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             realm: args.sip_realm.clone(),
             digest_algorithms: args.sip_digest.0.clone(),
             keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
+            inbound_policy: if args.sip_inbound == "restricted" {
+                runtime::InboundPolicy::Restricted
+            } else {
+                runtime::InboundPolicy::Open
+            },
             flow_limits: flow::Limits {
                 max_executions: args.max_flow_executions,
                 ..flow::Limits::default()

@@ -30,21 +30,25 @@ impl Drop for TempDir {
 }
 
 pub async fn rig(rtp_base: u16) -> Rig {
+    rig_with(rtp_base, |_| {}).await
+}
+
+/// A rig whose runtime configuration `tweak` adjusts.
+pub async fn rig_with(rtp_base: u16, tweak: impl FnOnce(&mut runtime::Config)) -> Rig {
     let dir = std::env::temp_dir().join(format!("voxflow-rt-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
     store.bootstrap(Some("t"), &store::utc_now()).await.unwrap();
-    let runtime = runtime::Runtime::start(
-        runtime::Config {
-            rtp_ports: (rtp_base, rtp_base + 40),
-            media_workers: 1,
-            keepalive_interval: std::time::Duration::from_millis(200),
-            ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone())
-        },
-        store.clone(),
-    )
-    .await
-    .unwrap();
+    let mut config = runtime::Config {
+        rtp_ports: (rtp_base, rtp_base + 40),
+        media_workers: 1,
+        keepalive_interval: std::time::Duration::from_millis(200),
+        ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone())
+    };
+    tweak(&mut config);
+    let runtime = runtime::Runtime::start(config, store.clone())
+        .await
+        .unwrap();
     Rig {
         runtime,
         store,
