@@ -118,6 +118,8 @@ pub trait Store: Send + Sync + 'static {
     /// Trunks of `account`, newest first.
     async fn list_trunks(&self, account: Uuid, page: &Page)
     -> Result<Vec<TrunkRecord>, StoreError>;
+    /// Overwrite a trunk's settings (matched by id within its account); false when there was none.
+    async fn update_trunk(&self, trunk: &TrunkRecord) -> Result<bool, StoreError>;
     /// Every trunk of every account (for inbound source matching and outbound registration).
     async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError>;
     /// Delete a trunk of `account`; false when there was none.

@@ -663,6 +663,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn update_trunk(&self, trunk: &TrunkRecord) -> Result<bool, StoreError> {
+        let allowed = serde_json::to_string(&trunk.allowed_ips).map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, password = ?, \
+             register = ?, register_expires = ?, caller_id = ?, allowed_ips = ?, tm_update = ? \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&trunk.name)
+        .bind(&trunk.host)
+        .bind(trunk.port.map(i64::from))
+        .bind(&trunk.transport)
+        .bind(&trunk.username)
+        .bind(&trunk.password)
+        .bind(i64::from(trunk.register))
+        .bind(i64::from(trunk.register_expires))
+        .bind(&trunk.caller_id)
+        .bind(allowed)
+        .bind(&trunk.tm_update)
+        .bind(trunk.id.to_string())
+        .bind(trunk.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError> {
         sqlx::query("SELECT * FROM trunks ORDER BY tm_create, id")
             .fetch_all(&self.pool)
@@ -925,6 +951,18 @@ mod tests {
         s.create_trunk(&t).await.unwrap();
         assert_eq!(s.trunk(a.id, t.id).await.unwrap(), Some(t.clone()));
         assert_eq!(s.all_trunks().await.unwrap(), vec![t.clone()]);
+        let changed = TrunkRecord {
+            host: "sip2.example.net".into(),
+            register: false,
+            ..t.clone()
+        };
+        assert!(s.update_trunk(&changed).await.unwrap());
+        assert_eq!(s.trunk(a.id, t.id).await.unwrap(), Some(changed));
+        let stranger = TrunkRecord {
+            account_id: Uuid::new_v4(),
+            ..t.clone()
+        };
+        assert!(!s.update_trunk(&stranger).await.unwrap());
         assert!(s.delete_trunk(a.id, t.id).await.unwrap());
         assert!(!s.delete_trunk(a.id, t.id).await.unwrap());
         assert!(s.delete_device(a.id, d.id).await.unwrap());

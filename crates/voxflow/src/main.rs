@@ -1,4 +1,5 @@
 //! The `voxflow` binary: command line, configuration, logging, and wiring of store, runtime and API.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use store::Store;
 
+mod config;
 mod demo;
 
 /// A programmable voice platform in one binary: SIP, RTP, call flows, REST API.
@@ -49,6 +51,10 @@ struct Serve {
     /// generated and printed once).
     #[arg(long, env = "VOXFLOW_BOOTSTRAP_TOKEN")]
     bootstrap_token: Option<String>,
+    /// Configuration file (TOML) with SIP trunks to create or update at start; see
+    /// `docs/configuration.md`.
+    #[arg(long, env = "VOXFLOW_CONFIG")]
+    config: Option<PathBuf>,
     /// Make sure the demo IVR flow exists, bound to the number 1000.
     #[arg(long, env = "VOXFLOW_DEMO")]
     demo: bool,
@@ -240,6 +246,14 @@ async fn run(args: Serve) -> anyhow::Result<()> {
     }
     if args.demo {
         demo::ensure(store.as_ref(), token.as_deref()).await?;
+    }
+    if let Some(path) = &args.config {
+        let file = config::load(path)?;
+        let account = store
+            .first_account()
+            .await?
+            .context("no account for the config file's trunks")?;
+        config::apply(&file, store.as_ref(), account.id).await?;
     }
 
     let store_dyn: Arc<dyn Store> = store.clone();
