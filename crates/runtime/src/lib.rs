@@ -15,6 +15,7 @@ mod audio;
 mod auth_guard;
 mod call;
 mod digest;
+mod dns;
 mod endpoint;
 mod maintenance;
 mod media_engine;
@@ -134,6 +135,8 @@ pub(crate) struct Shared {
     pub(crate) media: media_engine::MediaEngine,
     pub(crate) tts: Arc<dyn speech::TtsEngine>,
     pub(crate) http: reqwest::Client,
+    /// DNS for trunk hosts (RFC 3263); `None` when the system has no resolver configuration.
+    pub(crate) resolver: Option<hickory_resolver::TokioResolver>,
     pub(crate) codecs: Vec<sdp::Codec>,
     pub(crate) flow_limits: flow::Limits,
     /// Digest realm of our devices.
@@ -165,6 +168,36 @@ impl Shared {
     pub(crate) fn set_trunk_state(&self, trunk: uuid::Uuid, state: TrunkRegistration) {
         self.trunk_states().insert(trunk, state);
         self.trunk_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Where to send to a trunk: RFC 3263 over DNS (the first target), or the host as an IP.
+    pub(crate) async fn trunk_peer(&self, trunk: &store::TrunkRecord) -> Result<sip::Peer, String> {
+        let transport = if trunk.transport == "tcp" {
+            sip::Transport::Tcp
+        } else {
+            sip::Transport::Udp
+        };
+        let found = match &self.resolver {
+            Some(resolver) => {
+                dns::resolve(resolver, &trunk.host, trunk.port, Some(transport)).await?
+            }
+            None => {
+                let ip: IpAddr =
+                    trunk.host.trim_matches(['[', ']']).parse().map_err(|_| {
+                        format!("cannot resolve {}: no DNS configuration", trunk.host)
+                    })?;
+                vec![(transport, SocketAddr::new(ip, trunk.port.unwrap_or(5060)))]
+            }
+        };
+        let (transport, addr) = found
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{}: no address", trunk.host))?;
+        Ok(sip::Peer {
+            transport,
+            addr,
+            conn: None,
+        })
     }
 
     /// The brute-force guard (held only for a few map operations).
@@ -265,6 +298,14 @@ impl Runtime {
             media,
             tts,
             http,
+            resolver: match hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build())
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no DNS resolver configuration; trunk hosts must be IPs");
+                    None
+                }
+            },
             codecs: vec![sdp::Codec::Pcmu, sdp::Codec::Pcma],
             flow_limits: config.flow_limits,
             realm: config.realm.clone(),

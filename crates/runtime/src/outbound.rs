@@ -266,20 +266,17 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
                 .map_err(|e| OriginateError::Unavailable(e.to_string()))?;
             // The oldest trunk of the account carries tel calls (routing rules come later).
             let trunk = trunks.last().ok_or(OriginateError::NoTrunk)?;
-            let port = trunk.port.unwrap_or(5060);
-            let host = if trunk.port.is_some() {
-                format!("{}:{port}", trunk.host)
-            } else {
-                trunk.host.clone()
+            let host = match trunk.port {
+                Some(port) => format!("{}:{port}", trunk.host),
+                None => trunk.host.clone(),
             };
             let uri = Uri::parse(&format!("sip:{number}@{host}"))
                 .map_err(|_| OriginateError::BadAddress(dest.target.clone()))?;
-            let transport = if trunk.transport == "tcp" {
-                Transport::Tcp
-            } else {
-                Transport::Udp
-            };
-            let addr = lookup(&trunk.host, port).await?;
+            // RFC 3263: NAPTR/SRV/A for a trunk named by host without a port.
+            let peer = shared
+                .trunk_peer(trunk)
+                .await
+                .map_err(OriginateError::Resolve)?;
             let from_user = if trunk.caller_id.is_empty() {
                 req.source.target.clone()
             } else {
@@ -289,11 +286,7 @@ async fn resolve(shared: &Shared, req: &Originate) -> Result<Target, OriginateEr
                 .then(|| (trunk.username.clone(), trunk.password.clone()));
             Ok(Target {
                 uri,
-                peer: Peer {
-                    transport,
-                    addr,
-                    conn: None,
-                },
+                peer,
                 from_user,
                 credentials,
             })

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sip::{Method, Peer, Request, Response, Transport, Uri};
+use sip::{Method, Request, Response, Uri};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -123,7 +123,7 @@ async fn send(
     tokens: &mut HashMap<u64, Uuid>,
     next_token: &mut u64,
 ) {
-    let peer = match peer_of(&trunk.record).await {
+    let peer = match shared.trunk_peer(&trunk.record).await {
         Ok(peer) => peer,
         Err(reason) => {
             shared.set_trunk_state(trunk.record.id, TrunkRegistration::Failed { reason });
@@ -271,22 +271,5 @@ fn granted(response: &Response) -> Option<u32> {
             .headers
             .get("Expires")
             .and_then(|e| e.trim().parse().ok())
-    })
-}
-
-async fn peer_of(record: &store::TrunkRecord) -> Result<Peer, String> {
-    let port = record.port.unwrap_or(5060);
-    let addr = crate::outbound::lookup(&record.host, port)
-        .await
-        .map_err(|e| e.to_string())?;
-    let transport = if record.transport == "tcp" {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    Ok(Peer {
-        transport,
-        addr,
-        conn: None,
     })
 }
