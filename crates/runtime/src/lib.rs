@@ -56,6 +56,8 @@ pub struct Config {
     pub digest_algorithms: Vec<sip::auth::Algorithm>,
     /// Which inbound INVITEs are taken.
     pub inbound_policy: InboundPolicy,
+    /// A proxy every outbound sip/tel call is sent through (its SIP URI), if any.
+    pub outbound_proxy: Option<sip::Uri>,
     /// How often the registration upkeep runs: registrations expired, contacts sent an OPTIONS
     /// keep-alive, trunks that register checked.
     pub keepalive_interval: Duration,
@@ -90,6 +92,7 @@ impl Config {
             digest_algorithms: Vec::new(),
             keepalive_interval: Duration::from_secs(30),
             inbound_policy: InboundPolicy::Open,
+            outbound_proxy: None,
         }
     }
 }
@@ -143,6 +146,8 @@ pub(crate) struct Shared {
     pub(crate) realm: String,
     /// Which inbound INVITEs are taken.
     pub(crate) inbound_policy: InboundPolicy,
+    /// The proxy outbound sip/tel calls go through.
+    pub(crate) outbound_proxy: Option<sip::Uri>,
     /// Algorithms challenged with, most preferred first.
     pub(crate) digest_algorithms: Vec<sip::auth::Algorithm>,
     /// Issues and checks digest nonces (stateless; the key lives for this process).
@@ -310,6 +315,7 @@ impl Runtime {
             flow_limits: config.flow_limits,
             realm: config.realm.clone(),
             inbound_policy: config.inbound_policy,
+            outbound_proxy: config.outbound_proxy.clone(),
             digest_algorithms: if config.digest_algorithms.is_empty() {
                 vec![sip::auth::Algorithm::Md5, sip::auth::Algorithm::Sha256]
             } else {

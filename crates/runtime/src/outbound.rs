@@ -89,7 +89,22 @@ pub(crate) async fn originate(
             .map(|d| format!("{}: {}", d.path, d.message));
         OriginateError::Flow(first.unwrap_or_default())
     })?;
-    let target = resolve(shared, &req).await?;
+    let mut target = resolve(shared, &req).await?;
+    // An outbound proxy takes the dialog-creating INVITE of sip and tel calls (RFC 3261
+    // §8.1.2): sent to it, with a loose-routing Route naming it. Registered devices are reached
+    // directly.
+    let proxy_route = match (&shared.outbound_proxy, req.destination.kind.as_str()) {
+        (Some(proxy), "sip" | "tel") => {
+            let port = proxy.port().unwrap_or(5060);
+            target.peer = Peer {
+                transport: transport_of(proxy),
+                addr: lookup(proxy.host(), port).await?,
+                conn: None,
+            };
+            Some(format!("<{proxy};lr>"))
+        }
+        _ => None,
+    };
 
     let socket = shared
         .media
@@ -115,6 +130,9 @@ pub(crate) async fn originate(
     let mut invite = Request::new(Method::Invite, target.uri.clone());
     let from_user = sip_user(&target.from_user);
     invite.headers.push("Max-Forwards", "70");
+    if let Some(route) = proxy_route {
+        invite.headers.push("Route", route);
+    }
     invite
         .headers
         .push("From", format!("<sip:{from_user}@{host}>;tag={local_tag}"));

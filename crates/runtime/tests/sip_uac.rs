@@ -302,3 +302,44 @@ async fn uac_tel_calls_go_through_the_trunk_and_answer_its_challenge() {
     let done = wait_update(&mut events, |c| c.status == "hangup").await;
     assert_eq!(done.hangup_reason, "busy");
 }
+
+#[tokio::test]
+async fn uac_sends_through_the_outbound_proxy_with_a_route() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = socket.local_addr().unwrap();
+    let proxy_uri = sip::Uri::parse(&format!("sip:{proxy_addr}")).unwrap();
+    let rig = rig_with(42000, |c| c.outbound_proxy = Some(proxy_uri)).await;
+    let proxy = Phone {
+        socket,
+        server: rig.runtime.sip_addr(),
+        call_id: "unused".into(),
+    };
+    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
+    let mut actions = serde_json::json!([{"type": "hangup"}]);
+    flow::assign_ids(&mut actions, || uuid::Uuid::new_v4().to_string());
+    rig.runtime
+        .originate(runtime::Originate {
+            account_id: account.id,
+            source: runtime::Address {
+                kind: "tel".into(),
+                target: "+15550001".into(),
+            },
+            // An address nobody listens on: only the proxy can take it.
+            destination: runtime::Address {
+                kind: "sip".into(),
+                target: "sip:bob@192.0.2.99".into(),
+            },
+            flow_id: None,
+            actions,
+            ring_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+    let invite = next_request(&proxy).await;
+    assert_eq!(invite.method, Method::Invite);
+    assert_eq!(invite.uri.to_string(), "sip:bob@192.0.2.99");
+    assert_eq!(
+        invite.headers.get("Route"),
+        Some(format!("<sip:{proxy_addr};lr>").as_str())
+    );
+}

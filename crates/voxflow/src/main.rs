@@ -79,6 +79,10 @@ struct Serve {
     /// (only the number's account's devices and trunk allow-lists).
     #[arg(long, env = "VOXFLOW_SIP_INBOUND", default_value = "open", value_parser = ["open", "restricted"])]
     sip_inbound: String,
+    /// Send every outbound call to sip and tel destinations through this proxy (a SIP URI, e.g.
+    /// `sip:sbc.example.net:5060`).
+    #[arg(long, env = "VOXFLOW_SIP_OUTBOUND_PROXY", value_parser = parse_sip_uri)]
+    sip_outbound_proxy: Option<sip::Uri>,
     /// Seconds between OPTIONS keep-alives to registered contacts (and registration expiry).
     #[arg(long, env = "VOXFLOW_SIP_KEEPALIVE", default_value_t = 30)]
     sip_keepalive: u64,
@@ -116,6 +120,15 @@ fn parse_digest(s: &str) -> Result<DigestList, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(DigestList(list))
+}
+
+fn parse_sip_uri(s: &str) -> Result<sip::Uri, String> {
+    let text = if s.starts_with("sip:") {
+        s.to_owned()
+    } else {
+        format!("sip:{s}")
+    };
+    sip::Uri::parse(&text).map_err(|e| format!("not a SIP URI: {e}"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -267,6 +280,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             realm: args.sip_realm.clone(),
             digest_algorithms: args.sip_digest.0.clone(),
             keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
+            outbound_proxy: args.sip_outbound_proxy.clone(),
             inbound_policy: if args.sip_inbound == "restricted" {
                 runtime::InboundPolicy::Restricted
             } else {
