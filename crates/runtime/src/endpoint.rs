@@ -22,6 +22,16 @@ pub(crate) const ALLOW: &str =
     "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, MESSAGE, REGISTER";
 /// Extensions we support; sent in `Supported`.
 pub(crate) const SUPPORTED: &str = "100rel";
+/// TCP connections open at once at most, and from one address at most; more are refused.
+const MAX_TCP_CONNECTIONS: usize = 4096;
+const MAX_TCP_PER_ADDRESS: usize = 128;
+/// After an accept error (out of file descriptors), stop accepting for this long rather than
+/// spinning on the error.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+/// A TCP connection that never sends a whole message is closed after this long ...
+const TCP_FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// ... and any connection after this long without traffic either way.
+const TCP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// Largest SIP message accepted from a datagram or a stream.
 const MAX_MESSAGE: usize = 65_535;
 
@@ -125,6 +135,9 @@ struct Endpoint {
     layer: TransactionLayer,
     udp: Arc<UdpSocket>,
     tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Open TCP connections per remote address, and each connection's address.
+    tcp_per_ip: HashMap<std::net::IpAddr, usize>,
+    tcp_conn_ip: HashMap<u64, std::net::IpAddr>,
     calls: HashMap<CallKey, CallRoute>,
     by_invite: HashMap<ServerTxId, CallKey>,
     by_client_tx: HashMap<ClientTxId, CallKey>,
@@ -167,6 +180,8 @@ pub(crate) async fn start(
         layer,
         udp,
         tcp_writers: HashMap::new(),
+        tcp_per_ip: HashMap::new(),
+        tcp_conn_ip: HashMap::new(),
         calls: HashMap::new(),
         by_invite: HashMap::new(),
         by_client_tx: HashMap::new(),
@@ -195,6 +210,7 @@ impl Endpoint {
         tcp: TcpListener,
     ) {
         let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        let mut accept_resume: Option<tokio::time::Instant> = None;
         loop {
             let timeout = self
                 .layer
@@ -211,17 +227,30 @@ impl Endpoint {
                     }
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
-                accepted = tcp.accept() => if let Ok((stream, addr)) = accepted {
-                    let (conn, wrx) = self.new_tcp_conn();
-                    let to_endpoint = self.tcp_in.clone();
-                    tokio::spawn(tcp_connection(stream, conn, addr, to_endpoint, wrx));
+                accepted = tcp.accept(), if accept_resume.is_none() => match accepted {
+                    Ok((stream, addr)) => {
+                        let from_addr = self.tcp_per_ip.get(&addr.ip()).copied().unwrap_or(0);
+                        if self.tcp_writers.len() >= MAX_TCP_CONNECTIONS || from_addr >= MAX_TCP_PER_ADDRESS {
+                            tracing::debug!(%addr, "too many TCP connections; refused");
+                            drop(stream);
+                        } else {
+                            let (conn, wrx) = self.new_tcp_conn(addr);
+                            let to_endpoint = self.tcp_in.clone();
+                            tokio::spawn(tcp_connection(stream, conn, addr, to_endpoint, wrx));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TCP accept failed; pausing accepts");
+                        accept_resume = Some(tokio::time::Instant::now() + ACCEPT_BACKOFF);
+                    }
                 },
+                () = sleep_until(accept_resume) => accept_resume = None,
                 Some(input) = tcp_rx.recv() => match input.data {
                     Some(data) => {
                         let peer = Peer { transport: Transport::Tcp, addr: input.addr, conn: Some(input.conn) };
                         self.handle_bytes(peer, &data);
                     }
-                    None => { self.tcp_writers.remove(&input.conn); }
+                    None => self.forget_tcp_conn(input.conn),
                 },
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
                 () = sleep_until(timeout) => self.layer.handle_timeout(now()),
@@ -352,7 +381,7 @@ impl Endpoint {
                     }
                     None => {
                         // No open connection to that peer: open one (RFC 3261 §18.2.2).
-                        let (conn, wrx) = self.new_tcp_conn();
+                        let (conn, wrx) = self.new_tcp_conn(transmit.peer.addr);
                         if let Some(w) = self.tcp_writers.get(&conn) {
                             let _ = w.send(transmit.data);
                         }
@@ -380,12 +409,27 @@ impl Endpoint {
     }
 
     /// Register a new TCP connection id and its writer queue.
-    fn new_tcp_conn(&mut self) -> (u64, mpsc::UnboundedReceiver<Vec<u8>>) {
+    fn new_tcp_conn(&mut self, addr: SocketAddr) -> (u64, mpsc::UnboundedReceiver<Vec<u8>>) {
         let conn = self.next_conn;
         self.next_conn += 1;
         let (wtx, wrx) = mpsc::unbounded_channel();
         self.tcp_writers.insert(conn, wtx);
+        *self.tcp_per_ip.entry(addr.ip()).or_insert(0) += 1;
+        self.tcp_conn_ip.insert(conn, addr.ip());
         (conn, wrx)
+    }
+
+    /// A TCP connection closed: forget its writer and its count.
+    fn forget_tcp_conn(&mut self, conn: u64) {
+        self.tcp_writers.remove(&conn);
+        if let Some(ip) = self.tcp_conn_ip.remove(&conn)
+            && let Some(count) = self.tcp_per_ip.get_mut(&ip)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.tcp_per_ip.remove(&ip);
+            }
+        }
     }
 
     fn handle_event(&mut self, event: Event) {
@@ -599,8 +643,14 @@ async fn tcp_connection(
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = sip::StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut got_message = false;
+    let mut idle_until = tokio::time::Instant::now() + TCP_FIRST_MESSAGE_TIMEOUT;
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(idle_until) => {
+                tracing::debug!(%addr, got_message, "closing an idle TCP connection");
+                break;
+            }
             read = reader.read(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
@@ -608,6 +658,7 @@ async fn tcp_connection(
                     while let Some(frame) = framer.next_message() {
                         match frame {
                             Ok(data) => {
+                                got_message = true;
                                 let _ = to_endpoint.send(TcpIn { conn, addr, data: Some(data) });
                             }
                             Err(e) => {
@@ -623,7 +674,11 @@ async fn tcp_connection(
                 if writer.write_all(&data).await.is_err() {
                     break;
                 }
+                got_message = true;
             }
+        }
+        if got_message {
+            idle_until = tokio::time::Instant::now() + TCP_IDLE_TIMEOUT;
         }
     }
     let _ = to_endpoint.send(TcpIn {

@@ -496,3 +496,42 @@ async fn uas_restricted_policy_takes_calls_only_from_trunk_addresses() {
         .await;
     phone.expect_status(200).await;
 }
+
+#[tokio::test]
+async fn uas_tcp_connections_per_address_are_capped_and_sip_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rig = rig(42050).await;
+    let server = rig.runtime.sip_addr();
+    let mut held = Vec::new();
+    for _ in 0..128 {
+        held.push(tokio::net::TcpStream::connect(server).await.unwrap());
+    }
+    // An OPTIONS on one of the 128 is answered ...
+    let options = "OPTIONS sip:voxflow@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp1\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a\r\nTo: <sip:voxflow@127.0.0.1>\r\n\
+                   Call-ID: tcp-cap@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    held[0].write_all(options.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, held[0].read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+    // ... and the 129th connection from the same address is closed at once.
+    let mut extra = tokio::net::TcpStream::connect(server).await.unwrap();
+    let n = tokio::time::timeout(WAIT, extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "refused connections are closed");
+    // UDP is unaffected.
+    let phone = Phone::new(server).await;
+    phone
+        .send(
+            &options
+                .replace("TCP 127.0.0.1:9", &format!("UDP {}", phone.addr()))
+                .replace("tcp1", "udp1"),
+        )
+        .await;
+    phone.expect_status(200).await;
+}
