@@ -160,6 +160,50 @@ def run_caller(
         return {"error": f"caller.py printed no JSON: {e}", "stdout": out[-2000:]}
 
 
+def start_callee(
+    port: int,
+    mode: str,
+    record: str,
+    *,
+    rtp_port: int = 0,
+    ring_s: float | None = None,
+    hangup_after: float | None = None,
+    timeout: float = 40.0,
+    log_file: str | None = None,
+) -> subprocess.Popen:
+    """Start callee.py (it ends by itself within `timeout`); read it with finish_callee."""
+    cmd = [sys.executable, os.path.join(E2E_DIR, "callee.py"), "--port", str(port), "--mode",
+           mode, "--record", record, "--timeout", str(timeout)]
+    if rtp_port:
+        cmd += ["--rtp-port", str(rtp_port)]
+    if ring_s is not None:
+        cmd += ["--ring-s", str(ring_s)]
+    if hangup_after is not None:
+        cmd += ["--hangup-after", str(hangup_after)]
+    if log_file:
+        cmd += ["--log", log_file]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_callee(proc: subprocess.Popen, timeout_s: float) -> dict:
+    """Wait (bounded) for callee.py to end and return its JSON result (or {"error": ...})."""
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stop_process(proc, 2)
+        out, err = proc.communicate()
+        return {"error": "callee.py did not end in time", "stderr": err[-2000:]}
+    lines = [line for line in out.splitlines() if line.strip()]
+    if proc.returncode != 0 or len(lines) != 1:
+        return {"error": f"callee.py exit {proc.returncode}, {len(lines)} stdout lines",
+                "stdout": out[-2000:], "stderr": err[-2000:]}
+    try:
+        return json.loads(lines[0])
+    except json.JSONDecodeError as e:
+        return {"error": f"callee.py printed no JSON: {e}", "stdout": out[-2000:]}
+
+
 @dataclass
 class SippRun:
     """How one SIPp UAC run ended and where its traces are."""
@@ -193,6 +237,7 @@ def sipp_command(
     global_timeout_s: int = 20,
     recv_timeout_ms: int | None = 8000,
     keys: dict[str, str] | None = None,
+    extra: list[str] | None = None,
 ) -> tuple[list[str], SippRun]:
     """The sipp command line for one scenario, with message and error traces in out_dir.
 
@@ -225,6 +270,7 @@ def sipp_command(
         cmd += ["-s", service]
     for k, v in (keys or {}).items():
         cmd += ["-key", k, v]
+    cmd += extra or []
     return cmd, SippRun(name, None, msg, err, screen)
 
 

@@ -15,7 +15,15 @@ uses ports above 62000. It starts `voxflow serve` on a fresh data directory, wai
     grammar), that voxflow hung up, and that the call record says so;
   - runs the SIPp scenarios of sipp/: CANCEL -> 487, no common codec -> 488, unknown
     number -> 404, OPTIONS -> 200, broken CSeq -> 400, unknown method -> 501, BYE outside a
-    dialog -> 481.
+    dialog -> 481;
+  - places outbound calls (POST /v1.0/calls) to a pjsua2 callee (callee.py: answer, ring then
+    answer, 486, 603, no answer with ring_timeout 3, answer then API hangup) and to SIPp UAS
+    scenarios (sipp/uas_*.xml: answer, 486, no answer); checks what the callee saw (ACK, BYE,
+    CANCEL; the sentence spoken, via hear.py) and the call record (statuses in order, hangup
+    reason and side);
+  - sends hostile traffic (hostile.py: ~300 malformed UDP datagrams, 60 TCP connections,
+    half-open INVITEs, wrong-password REGISTERs) during a SIPp OPTIONS flood, then checks
+    that voxflow still answers OPTIONS over UDP and TCP, /health, and ends the half-open calls.
 
 Prints ok/FAIL per case and a last line "N passed, M failed"; exits non-zero on any failure.
 Only the voxflow process it started is stopped (SIGTERM, SIGKILL after 10 s). Artifacts
@@ -51,7 +59,8 @@ MENU = "welcome to voxflow press one for sales or two for support"
 SALES = "you chose sales"
 SUPPORT = "you chose support"
 NO_CHOICE = "no choice was made"
-PHRASES = [MENU, SALES, SUPPORT, NO_CHOICE]
+OUTBOUND = "this is an outbound test call"
+PHRASES = [MENU, SALES, SUPPORT, NO_CHOICE, OUTBOUND]
 
 READY_TIMEOUT_S = 30
 CALL_RECORD_TIMEOUT_S = 10
@@ -340,6 +349,396 @@ def reason_mentions_cseq(message_log: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Outbound calls: voxflow dials a pjsua2 callee (callee.py) or a SIPp UAS (sipp/uas_*.xml)
+
+OUTBOUND_SOURCE = {"type": "tel", "target": IVR_NUMBER}
+# Statuses a call record may pass through, in order; a record must never go backwards.
+STATUS_ORDER = ["dialing", "ringing", "progressing", "hangup"]
+
+
+def outbound_actions() -> list[dict]:
+    return [{"type": "talk", "option": {"text": OUTBOUND, "language": "en-US"}},
+            {"type": "hangup"}]
+
+
+def originate(api: Api, target: str, actions: list[dict], ring_timeout: int | None = None
+              ) -> tuple[str | None, str]:
+    """POST /v1.0/calls to one sip destination: (call id, problem or "")."""
+    body = {"source": OUTBOUND_SOURCE, "destinations": [{"type": "sip", "target": target}],
+            "actions": actions}
+    if ring_timeout is not None:
+        body["ring_timeout"] = ring_timeout
+    try:
+        res = api.call("POST", "/v1.0/calls", body)
+    except (ApiError, OSError, ValueError) as e:
+        return None, f"POST /v1.0/calls: {e}"
+    if not (isinstance(res, list) and len(res) == 1 and isinstance(res[0], dict)
+            and res[0].get("id")):
+        return None, f"POST /v1.0/calls: want a list of one call record, got {str(res)[:300]}"
+    rec = res[0]
+    problems = []
+    if rec.get("status") != "dialing":
+        problems.append(f"status={rec.get('status')!r} (want 'dialing')")
+    if rec.get("direction") != "outgoing":
+        problems.append(f"direction={rec.get('direction')!r} (want 'outgoing')")
+    return str(rec["id"]), "; ".join(problems)
+
+
+def follow_call(api: Api, call_id: str, timeout_s: float, proc=None) -> tuple[dict | None, list[str], str]:
+    """Poll GET /v1.0/calls/{id} until status hangup (bounded): (record, statuses seen, why).
+
+    `proc` (the peer process) ending early does not stop the wait: voxflow may still be
+    finishing the call; the deadline bounds it.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    last = "no answer from the API"
+    while time.monotonic() < deadline:
+        try:
+            rec = api.get_call(call_id)
+        except (ApiError, OSError, ValueError) as e:
+            last = f"GET /v1.0/calls/{call_id}: {e}"
+        else:
+            st = str(rec.get("status"))
+            if not seen or seen[-1] != st:
+                seen.append(st)
+            if st == "hangup":
+                return rec, seen, ""
+            last = f"status still {st!r}"
+        time.sleep(0.05)  # polling a condition with a deadline, not waiting on luck
+    return None, seen, last
+
+
+def statuses_in_order(seen: list[str]) -> bool:
+    idx = [STATUS_ORDER.index(s) if s in STATUS_ORDER else -1 for s in seen]
+    return -1 not in idx and idx == sorted(idx)
+
+
+def record_problems(rec: dict | None, why: str, reason: str, by: str, *,
+                    answered: bool | None = None, ringing: bool | None = None) -> list[str]:
+    if rec is None:
+        return [why or "no final call record"]
+    problems = []
+
+    def want(name: str, ok: bool) -> None:
+        if not ok:
+            problems.append(f"{name}={rec.get(name)!r}")
+
+    want("status", rec.get("status") == "hangup")
+    want("direction", rec.get("direction") == "outgoing")
+    want("hangup_reason", rec.get("hangup_reason") == reason)
+    want("hangup_by", rec.get("hangup_by") == by)
+    want("tm_hangup", bool(rec.get("tm_hangup")))
+    dst = rec.get("destination") or {}
+    want("destination", dst.get("type") == "sip" and "127.0.0.1" in str(dst.get("target")))
+    if answered is not None:
+        want("tm_progressing", bool(rec.get("tm_progressing")) == answered)
+    if ringing is not None:
+        want("tm_ringing", bool(rec.get("tm_ringing")) == ringing)
+    return problems
+
+
+# mode, ring_timeout, expected (hangup_reason, hangup_by), answered, ringing (tm_ringing set)
+PJSUA_OUTBOUND = [
+    ("answer", None, ("normal", "local"), True, None),
+    ("ring-answer", None, ("normal", "local"), True, True),
+    ("reject-486", None, ("busy", "remote"), False, None),
+    ("reject-603", None, ("busy", "remote"), False, None),
+    ("no-answer", 3, ("noanswer", "local"), False, True),
+]
+
+
+def outbound_pjsua_case(rep: Report, api: Api, ports: Ports, out: str, mode: str,
+                        ring_timeout: int | None, expect: tuple[str, str], answered: bool,
+                        ringing: bool | None) -> None:
+    import hear
+
+    name = f"outbound pjsua2 {mode}"
+    port = ports.sip_port()
+    record = os.path.join(out, f"outbound_{mode}.wav")
+    proc = harness.start_callee(port, mode, record, rtp_port=ports.media_port(), timeout=30,
+                                log_file=os.path.join(out, f"outbound_{mode}.pjsip.log"))
+    if not harness.wait_udp_bound(port, 10, proc):
+        res = harness.finish_callee(proc, 5)
+        rep.check(f"{name}: callee listens", False, json.dumps(res))
+        return
+    started = time.monotonic()
+    call_id, problem = originate(api, f"sip:bob@127.0.0.1:{port}", outbound_actions(),
+                                 ring_timeout)
+    if call_id is None:
+        harness.stop_process(proc, 2)
+        rep.check(f"{name}: POST /v1.0/calls", False, problem)
+        return
+    rec, seen, why = follow_call(api, call_id, 30)
+    elapsed = time.monotonic() - started
+    res = harness.finish_callee(proc, 40)
+    log(f"{name}: callee {json.dumps(res)}; statuses {seen}; record {json.dumps(rec)}")
+    # The callee's view of the call.
+    if mode in ("answer", "ring-answer"):
+        ok = (res.get("got_invite") is True and res.get("connected") is True
+              and res.get("hung_up_by") == "remote" and res.get("saw_bye") is True
+              and res.get("extra_invites") == 0 and "error" not in res)
+        rep.check(f"{name}: callee answered, voxflow sent BYE", ok, json.dumps(res))
+        segments = []
+        try:
+            segments = hear.hear_segments(record, PHRASES)
+        except Exception as e:  # noqa: BLE001
+            log(f"hear {record}: {e}")
+        heard = [p for s in segments for p in s.phrases]
+        rep.check(f"{name}: callee hears {OUTBOUND!r}", heard == [OUTBOUND],
+                  f"heard {heard}; segments "
+                  f"{[(s.start_s, s.end_s, s.hypothesis or s.refused) for s in segments]}")
+    elif mode.startswith("reject-"):
+        code = int(mode.split("-")[1])
+        ok = (res.get("got_invite") is True and res.get("connected") is False
+              and res.get("last_status_code") == code and res.get("extra_invites") == 0
+              and "error" not in res)
+        rep.check(f"{name}: callee got one INVITE and rejected it {code}", ok, json.dumps(res))
+    else:  # no-answer
+        took = res.get("invite_to_end_s")
+        ok = (res.get("got_invite") is True and res.get("connected") is False
+              and res.get("saw_cancel") is True and res.get("hung_up_by") == "remote"
+              and res.get("last_status_code") == 487 and isinstance(took, (int, float))
+              and ring_timeout is not None and ring_timeout - 0.5 <= took <= ring_timeout + 3
+              and "error" not in res)
+        rep.check(f"{name}: callee saw a CANCEL after ~{ring_timeout}s of ringing", ok,
+                  json.dumps(res))
+    problems = record_problems(rec, why, *expect, answered=answered, ringing=ringing)
+    if problem:
+        problems.append("at creation: " + problem)
+    if not statuses_in_order(seen):
+        problems.append(f"statuses out of order: {seen}")
+    if mode == "ring-answer" and "ringing" not in seen:
+        problems.append(f"'ringing' never seen while polling: {seen}")
+    if answered and "progressing" not in seen:
+        problems.append(f"'progressing' never seen while polling: {seen}")
+    rep.check(f"{name}: call record hangup/{expect[0]}/{expect[1]}", not problems,
+              "; ".join(problems) + f"; statuses {seen}; {elapsed:.1f}s; record {json.dumps(rec)}")
+
+
+def outbound_api_hangup_case(rep: Report, api: Api, ports: Ports, out: str) -> None:
+    """An answered call whose flow waits is hung up over the API: the callee gets a BYE."""
+    name = "outbound pjsua2 api-hangup"
+    port = ports.sip_port()
+    record = os.path.join(out, "outbound_api_hangup.wav")
+    proc = harness.start_callee(port, "answer", record, rtp_port=ports.media_port(), timeout=30,
+                                log_file=os.path.join(out, "outbound_api_hangup.pjsip.log"))
+    if not harness.wait_udp_bound(port, 10, proc):
+        rep.check(f"{name}: callee listens", False, json.dumps(harness.finish_callee(proc, 5)))
+        return
+    call_id, problem = originate(api, f"sip:bob@127.0.0.1:{port}",
+                                 [{"type": "sleep", "option": {"duration": 20000}},
+                                  {"type": "hangup"}])
+    if call_id is None:
+        harness.stop_process(proc, 2)
+        rep.check(f"{name}: POST /v1.0/calls", False, problem)
+        return
+    # Wait (bounded) for the answer, then hang up over the API.
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = api.get_call(call_id).get("status")
+        except (ApiError, OSError, ValueError):
+            status = None
+        if status in ("progressing", "hangup"):
+            break
+        time.sleep(0.05)
+    hung = None
+    try:
+        hung = api.call("POST", f"/v1.0/calls/{call_id}/hangup")
+    except (ApiError, OSError, ValueError) as e:
+        problem = (problem + "; " if problem else "") + f"POST hangup: {e}"
+    asked_at = time.monotonic()
+    rec, seen, why = follow_call(api, call_id, 10)
+    res = harness.finish_callee(proc, 40)
+    log(f"{name}: callee {json.dumps(res)}; statuses {seen}; record {json.dumps(rec)}")
+    ok = (status == "progressing" and res.get("connected") is True
+          and res.get("hung_up_by") == "remote" and res.get("saw_bye") is True
+          and 0 < res.get("call_duration_s", 0) < 10)
+    rep.check(f"{name}: POST /calls/{{id}}/hangup sends the callee a BYE at once", ok,
+              f"status before hangup {status!r}; hangup answered {str(hung)[:200]}; "
+              f"callee {json.dumps(res)}")
+    problems = record_problems(rec, why, "normal", "local", answered=True)
+    if problem:
+        problems.append(problem)
+    rep.check(f"{name}: call record hangup/normal/local", not problems,
+              "; ".join(problems) + f"; statuses {seen}; "
+              f"{time.monotonic() - asked_at:.1f}s after the request; record {json.dumps(rec)}")
+
+
+# scenario, ring_timeout, expected (hangup_reason, hangup_by), answered
+SIPP_OUTBOUND = [
+    ("uas_answer.xml", None, ("normal", "local"), True),
+    ("uas_busy.xml", None, ("busy", "remote"), False),
+    ("uas_noanswer.xml", 3, ("noanswer", "local"), False),
+]
+
+
+def outbound_sipp_case(rep: Report, api: Api, ports: Ports, out: str, scenario: str,
+                       ring_timeout: int | None, expect: tuple[str, str], answered: bool) -> None:
+    stem = scenario[:-4]
+    name = f"outbound sipp {stem}"
+    port = ports.sip_port()
+    proc, run = harness.start_sipp(scenario, local_port=port, media_port=ports.media_port(),
+                                   out_dir=out, name=f"sipp_out_{stem}", global_timeout_s=30,
+                                   recv_timeout_ms=10000)
+    if not harness.wait_udp_bound(port, 10, proc):
+        harness.wait_sipp(proc, run, 5)
+        rep.check(f"{name}: SIPp UAS listens", False, f"sipp exit {run.returncode}\n{run.tail(15)}")
+        return
+    call_id, problem = originate(api, f"sip:bob@127.0.0.1:{port}", outbound_actions(),
+                                 ring_timeout)
+    if call_id is None:
+        harness.stop_process(proc, 2)
+        rep.check(f"{name}: POST /v1.0/calls", False, problem)
+        return
+    rec, seen, why = follow_call(api, call_id, 30)
+    harness.wait_sipp(proc, run, 40)
+    rep.check(f"{name}: SIPp UAS scenario completes", run.returncode == 0,
+              f"sipp exit {run.returncode}\n{run.tail(30)}")
+    problems = record_problems(rec, why, *expect, answered=answered)
+    if problem:
+        problems.append("at creation: " + problem)
+    if not statuses_in_order(seen):
+        problems.append(f"statuses out of order: {seen}")
+    rep.check(f"{name}: call record hangup/{expect[0]}/{expect[1]}", not problems,
+              "; ".join(problems) + f"; statuses {seen}; record {json.dumps(rec)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile traffic
+
+DEVICE_USER, DEVICE_PASSWORD = "e2e-alice", "correct horse battery"
+HALF_OPEN_END_TIMEOUT_S = 50  # 64*T1 (32 s) without ACK, then the call must end
+
+
+def all_calls(api: Api) -> list[dict]:
+    """Every call record (follows pages; bounded)."""
+    calls: list[dict] = []
+    token = None
+    for _ in range(50):
+        path = "/v1.0/calls?page_size=100" + (f"&page_token={token}" if token else "")
+        res = api.call("GET", path)
+        calls += [c for c in res.get("result", []) if isinstance(c, dict)]
+        token = res.get("next_page_token")
+        if not token:
+            break
+    return calls
+
+
+def http_health(port: int) -> tuple[int | None, str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return resp.status, resp.read(200).decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError as e:
+        return None, str(e)
+
+
+def hostile_case(rep: Report, api: Api, server: Server, ports: Ports, out: str) -> None:
+    import hostile
+
+    host, port = "127.0.0.1", ports.sip
+    try:
+        api.call("POST", "/v1.0/devices", {"username": DEVICE_USER, "password": DEVICE_PASSWORD})
+        dev_ok, dev_detail = True, ""
+    except (ApiError, OSError, ValueError) as e:
+        dev_ok, dev_detail = False, str(e)
+    before = {c.get("id") for c in all_calls(api)}
+    # The probe's digest code works: the right password registers (Expires 0: no binding).
+    reg_before = hostile.register(host, port, DEVICE_USER, DEVICE_PASSWORD)
+    rep.check("hostile: setup (device, a REGISTER with the right password gets 401 then 200)",
+              dev_ok and reg_before == (401, 200), f"{dev_detail} register {reg_before}")
+
+    # Legitimate traffic during the attack: a SIPp OPTIONS flood from 127.0.0.1.
+    flood_calls, flood_rate = 1200, 200
+    flood, flood_run = harness.start_sipp(
+        "options.xml", remote=f"{host}:{port}", service=IVR_NUMBER, local_port=ports.sip_port(),
+        out_dir=out, name="sipp_flood_options", calls=flood_calls, global_timeout_s=30,
+        recv_timeout_ms=5000,
+        extra=["-r", str(flood_rate), "-rp", "1000", "-l", "400", "-max_non_invite_retrans", "8"])
+    attack = hostile.Hostile(host, port, IVR_NUMBER, budget_s=7.5)
+    try:
+        stats = attack.run(device=(DEVICE_USER, DEVICE_PASSWORD))
+        log(f"hostile traffic: {json.dumps(stats.as_dict())}")
+        with open(os.path.join(out, "hostile_stats.json"), "w") as f:
+            json.dump(stats.as_dict(), f, indent=1)
+        rep.check(f"hostile: {stats.sent_udp} UDP messages, {stats.tcp_connections} TCP "
+                  f"connections in {stats.duration_s:.1f}s (want >= 300, < 10 s)",
+                  stats.sent_udp >= 300 and stats.duration_s < 10,
+                  json.dumps(stats.as_dict()))
+        rep.check(f"hostile: voxflow responds to every half-open INVITE (retransmitted like "
+                  f"a UAC; {stats.half_open_invites} answered)",
+                  stats.half_open_invites >= 20 and stats.half_open_unanswered == 0,
+                  json.dumps(stats.as_dict()))
+        harness.wait_sipp(flood, flood_run, 40)
+        rep.check(f"hostile: SIPp OPTIONS flood during the attack ({flood_calls} at "
+                  f"{flood_rate}/s) all answered 200", flood_run.returncode == 0,
+                  f"sipp exit {flood_run.returncode}\n{flood_run.tail(10)}\n"
+                  + sipp_screen_summary(flood_run.screen))
+        # Probes, while the idle half-sent TCP connections are still open.
+        alive = server.proc.poll() is None
+        rep.check("hostile: voxflow still running", alive, f"exit code {server.proc.poll()}")
+        udp_code = hostile.options_udp(host, port, 5)
+        rep.check("hostile: OPTIONS over UDP -> 200 afterwards", udp_code == 200, f"got {udp_code}")
+        tcp_code = hostile.options_tcp(host, port, 5)
+        rep.check("hostile: OPTIONS over TCP -> 200 afterwards", tcp_code == 200, f"got {tcp_code}")
+        health = http_health(ports.http)
+        rep.check("hostile: GET /health answers 200", health[0] == 200, str(health))
+        wrong = stats.wrong_password_results
+        rep.check("hostile: no wrong-password REGISTER accepted",
+                  stats.wrong_password_registers >= 10
+                  and not any(k.endswith("/200") for k in wrong), json.dumps(wrong))
+        blocked = hostile.register(host, port, DEVICE_USER, DEVICE_PASSWORD,
+                                   source=hostile.HOSTILE_SOURCE)
+        other = hostile.register(host, port, DEVICE_USER, DEVICE_PASSWORD)
+        rep.check("hostile: the guessing source is refused (403) even with the right password, "
+                  "another source still registers (200)",
+                  blocked[1] == 403 and other == (401, 200),
+                  f"guessing source {blocked}, other source {other}")
+    finally:
+        attack.close()
+    # Half-open INVITEs (never ACKed): every call they made must end.
+    deadline = time.monotonic() + HALF_OPEN_END_TIMEOUT_S
+    live: list[dict] = []
+    new: list[dict] = []
+    while time.monotonic() < deadline:
+        try:
+            new = [c for c in all_calls(api) if c.get("id") not in before]
+        except (ApiError, OSError, ValueError) as e:
+            log(f"GET /v1.0/calls: {e}")
+        live = [c for c in new if c.get("status") != "hangup"]
+        if new and not live:
+            break
+        time.sleep(0.5)  # polling a condition with a deadline
+    summary: dict[str, int] = {}
+    for c in new:
+        k = f"{c.get('status')}/{c.get('hangup_reason')}/{c.get('hangup_by')}"
+        summary[k] = summary.get(k, 0) + 1
+    rep.check(f"hostile: every call made by unACKed INVITEs ends within "
+              f"{HALF_OPEN_END_TIMEOUT_S}s", bool(new) and not live,
+              f"{len(new)} new calls, {len(live)} still live: {summary}")
+    log(f"hostile calls: {summary}")
+    rep.check("hostile: voxflow still running at the end", server.proc.poll() is None,
+              f"exit code {server.proc.poll()}")
+
+
+def sipp_screen_summary(screen: str) -> str:
+    try:
+        with open(screen, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return "(no screen file)"
+    keep = [l for l in text.splitlines()
+            if any(k in l for k in ("Successful call", "Failed call", "Retransmissions",
+                                     "Dead call", "Timeout"))]
+    return "\n".join(keep[-8:])
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -348,6 +747,9 @@ def main() -> int:
         "VOXFLOW_BIN", os.path.join(harness.REPO, "target", "release", "voxflow")))
     ap.add_argument("--out", default=os.path.join(harness.E2E_DIR, "out"),
                     help="parent directory for this run's artifacts")
+    ap.add_argument("--only", default="",
+                    help="comma-separated case groups to run (ivr, sipp, outbound, hostile); "
+                         "default all")
     args = ap.parse_args()
     harness.reexec_with_venv()
     isolated = harness.reexec_in_netns()
@@ -365,7 +767,8 @@ def main() -> int:
 
     server = Server(binary, ports, out)
     try:
-        run_cases(rep, server, ports, out)
+        run_cases(rep, server, ports, out,
+                  {g.strip() for g in args.only.split(",") if g.strip()} or set(GROUPS))
     finally:
         code = server.stop()
         log(f"voxflow exited with {code}; log at {server.log_path}; took "
@@ -377,7 +780,10 @@ def main() -> int:
     return rep.finish()
 
 
-def run_cases(rep: Report, server: Server, ports: Ports, out: str) -> None:
+GROUPS = ("ivr", "sipp", "outbound", "hostile")
+
+
+def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[str]) -> None:
     if not rep.check("voxflow serve prints 'voxflow ready'", server.wait_ready(READY_TIMEOUT_S),
                      f"not within {READY_TIMEOUT_S}s (exit code {server.proc.poll()})"):
         return
@@ -412,18 +818,35 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str) -> None:
             rep.check(name, False, traceback.format_exc())
             return None
 
-    # No digit first: it also tells when the menu ends, so digits go after it.
-    timing = guarded("ivr no_digit", ivr_case, rep, api, ports, out, "no_digit", "", NO_CHOICE,
-                     ports.sip) or {}
-    at = 5.0
-    if timing.get("menu_end_s") is not None:
-        at = min(9.0, max(3.0, timing["menu_end_s"] + 0.7))
-    log(f"sending digits {at:.1f}s after the call is confirmed")
-    guarded("ivr digit_1", ivr_case, rep, api, ports, out, "digit_1", f"1@{at:.2f}", SALES,
-            ports.sip)
-    guarded("ivr digit_2", ivr_case, rep, api, ports, out, "digit_2", f"2@{at:.2f}", SUPPORT,
-            ports.sip)
-    guarded("sipp cases", sipp_cases, rep, ports, out)
+    if "ivr" in groups:
+        # No digit first: it also tells when the menu ends, so digits go after it.
+        timing = guarded("ivr no_digit", ivr_case, rep, api, ports, out, "no_digit", "",
+                         NO_CHOICE, ports.sip) or {}
+        at = 5.0
+        if timing.get("menu_end_s") is not None:
+            at = min(9.0, max(3.0, timing["menu_end_s"] + 0.7))
+        log(f"sending digits {at:.1f}s after the call is confirmed")
+        guarded("ivr digit_1", ivr_case, rep, api, ports, out, "digit_1", f"1@{at:.2f}", SALES,
+                ports.sip)
+        guarded("ivr digit_2", ivr_case, rep, api, ports, out, "digit_2", f"2@{at:.2f}",
+                SUPPORT, ports.sip)
+    if "sipp" in groups:
+        guarded("sipp cases", sipp_cases, rep, ports, out)
+    if "outbound" in groups:
+        outbound_cases(rep, api, ports, out, guarded)
+    if "hostile" in groups:
+        # Last: it leaves half-open calls and a blocked source behind.
+        guarded("hostile traffic", hostile_case, rep, api, server, ports, out)
+
+
+def outbound_cases(rep: Report, api: Api, ports: Ports, out: str, guarded) -> None:
+    for mode, ring_timeout, expect, answered, ringing in PJSUA_OUTBOUND:
+        guarded(f"outbound pjsua2 {mode}", outbound_pjsua_case, rep, api, ports, out, mode,
+                ring_timeout, expect, answered, ringing)
+    guarded("outbound pjsua2 api-hangup", outbound_api_hangup_case, rep, api, ports, out)
+    for scenario, ring_timeout, expect, answered in SIPP_OUTBOUND:
+        guarded(f"outbound sipp {scenario[:-4]}", outbound_sipp_case, rep, api, ports, out,
+                scenario, ring_timeout, expect, answered)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ MENU = "welcome to voxflow press one for sales or two for support"
 SALES = "you chose sales"
 SUPPORT = "you chose support"
 NO_CHOICE = "no choice was made"
-PHRASES = [MENU, SALES, SUPPORT, NO_CHOICE]
+OUTBOUND = "this is an outbound test call"  # what run_e2e.py's outbound calls say
+PHRASES = [MENU, SALES, SUPPORT, NO_CHOICE, OUTBOUND]
 
 
 class Ports:
