@@ -928,37 +928,24 @@ impl Call {
         let Some((user, password)) = credentials.take() else {
             return false;
         };
-        let (challenge_header, answer_header) = if response.status == 407 {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
-        };
-        let Some(challenge) =
-            sip::auth::select_challenge(response.headers.get_all(challenge_header))
-        else {
-            return false;
-        };
         let uri = self.invite.uri.to_string();
-        let cnonce = format!("{:08x}{:08x}", rand_u32(), rand_u32());
-        let creds = match sip::auth::respond(
-            &challenge,
+        let (answer_header, answer) = match crate::digest::answer_challenge(
+            response,
             &Method::Invite,
             &uri,
             &user,
             &password,
-            &cnonce,
-            1,
         ) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(error = %e, "cannot answer the trunk's challenge");
+            Ok(answer) => answer,
+            Err(reason) => {
+                tracing::info!(%reason, "cannot answer the trunk's challenge");
                 return false;
             }
         };
         let mut invite = self.invite.clone();
         let cseq = invite.cseq().map_or(1, |c| c.seq) + 1;
         invite.headers.set("CSeq", format!("{cseq} INVITE"));
-        invite.headers.set(answer_header, creds.to_string());
+        invite.headers.set(answer_header, answer);
         self.invite = invite;
         tracing::info!(
             status = response.status,

@@ -117,6 +117,32 @@ fn refusal(request: &Request, status: u16, local_tag: &str) -> Response {
     response
 }
 
+/// Answer a server's 401/407 to a request of ours (RFC 3261 §22.2): the header to add to the
+/// retried request (`Authorization` or `Proxy-Authorization`) and its value, or why not.
+pub(crate) fn answer_challenge(
+    response: &Response,
+    method: &sip::Method,
+    uri: &str,
+    user: &str,
+    password: &str,
+) -> Result<(&'static str, String), String> {
+    let (challenge_header, answer_header) = if response.status == 407 {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let challenge = sip::auth::select_challenge(response.headers.get_all(challenge_header))
+        .ok_or_else(|| format!("{} without a usable challenge", response.status))?;
+    let cnonce = format!(
+        "{:08x}{:08x}",
+        crate::call::rand_u32(),
+        crate::call::rand_u32()
+    );
+    let credentials = sip::auth::respond(&challenge, method, uri, user, password, &cnonce, 1)
+        .map_err(|e| format!("cannot answer the challenge: {e}"))?;
+    Ok((answer_header, credentials.to_string()))
+}
+
 /// The HA1 values to store for a device's password in `realm`.
 #[must_use]
 pub fn device_ha1(username: &str, realm: &str, password: &str) -> (String, String) {

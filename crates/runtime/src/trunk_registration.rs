@@ -215,44 +215,23 @@ fn handle_reply(
             None
         }
         401 | 407 if !trunk.answered_challenge && !trunk.record.username.is_empty() => {
-            let (challenge_header, answer_header) = if response.status == 407 {
-                ("Proxy-Authenticate", "Proxy-Authorization")
-            } else {
-                ("WWW-Authenticate", "Authorization")
-            };
-            let Some(challenge) =
-                sip::auth::select_challenge(response.headers.get_all(challenge_header))
-            else {
-                return fail(
-                    trunk,
-                    format!("{} without a usable challenge", response.status),
-                );
-            };
             let host = match trunk.record.port {
                 Some(port) => format!("sip:{}:{port}", trunk.record.host),
                 None => format!("sip:{}", trunk.record.host),
             };
-            let cnonce = format!("{:08x}{:08x}", call::rand_u32(), call::rand_u32());
             let record = &trunk.record;
-            match sip::auth::respond(
-                &challenge,
+            match crate::digest::answer_challenge(
+                &response,
                 &Method::Register,
                 &host,
                 &record.username,
                 &record.password,
-                &cnonce,
-                1,
             ) {
-                Ok(creds) => {
+                Ok(answer) => {
                     trunk.answered_challenge = true;
-                    register_request(
-                        shared,
-                        trunk,
-                        local_sip,
-                        Some((answer_header, creds.to_string())),
-                    )
+                    register_request(shared, trunk, local_sip, Some(answer))
                 }
-                Err(e) => fail(trunk, format!("cannot answer the challenge: {e}")),
+                Err(reason) => fail(trunk, reason),
             }
         }
         status => fail(trunk, format!("{status} {}", response.reason)),

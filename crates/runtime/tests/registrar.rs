@@ -293,28 +293,15 @@ async fn trunks_that_register_answer_the_challenge_and_report_their_state() {
     let rig = rig(41950).await;
     let carrier = Phone::new(rig.runtime.sip_addr()).await;
     let mut changes = rig.runtime.watch_trunk_registrations();
-    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
-    let now = store::utc_now();
-    let trunk_id = Uuid::new_v4();
-    rig.store
-        .create_trunk(&store::TrunkRecord {
-            id: trunk_id,
-            account_id: account.id,
-            name: "carrier".into(),
-            host: "127.0.0.1".into(),
+    let trunk_id = rig
+        .trunk(TrunkSpec {
             port: Some(carrier.addr().port()),
-            transport: "udp".into(),
-            username: "acct42".into(),
-            password: "trunk-secret".into(),
+            username: "acct42",
+            password: "trunk-secret",
             register: true,
-            register_expires: 300,
-            caller_id: String::new(),
-            allowed_ips: vec![],
-            tm_create: now.clone(),
-            tm_update: now,
+            ..TrunkSpec::default()
         })
-        .await
-        .unwrap();
+        .await;
     let next_register = || async {
         loop {
             if let Message::Request(r) = carrier.recv().await

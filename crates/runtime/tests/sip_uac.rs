@@ -208,26 +208,14 @@ async fn uac_tel_calls_go_through_the_trunk_and_answer_its_challenge() {
     let mut events = rig.runtime.subscribe();
     let carrier = Phone::new(rig.runtime.sip_addr()).await;
     let account = rig.store.account_by_token("t").await.unwrap().unwrap();
-    let now = store::utc_now();
-    rig.store
-        .create_trunk(&store::TrunkRecord {
-            id: uuid::Uuid::new_v4(),
-            account_id: account.id,
-            name: "carrier".into(),
-            host: "127.0.0.1".into(),
-            port: Some(carrier.addr().port()),
-            transport: "udp".into(),
-            username: "acct42".into(),
-            password: "trunk-secret".into(),
-            register: false,
-            register_expires: 600,
-            caller_id: "+15557770000".into(),
-            allowed_ips: vec![],
-            tm_create: now.clone(),
-            tm_update: now,
-        })
-        .await
-        .unwrap();
+    rig.trunk(TrunkSpec {
+        port: Some(carrier.addr().port()),
+        username: "acct42",
+        password: "trunk-secret",
+        caller_id: "+15557770000",
+        ..TrunkSpec::default()
+    })
+    .await;
     let mut actions = serde_json::json!([{"type": "hangup"}]);
     flow::assign_ids(&mut actions, || uuid::Uuid::new_v4().to_string());
     rig.runtime

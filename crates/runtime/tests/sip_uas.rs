@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use common::*;
 use sip::{Message, Response};
-use store::Store;
 use tokio::net::UdpSocket;
 use voxflow_runtime as runtime;
 
@@ -469,27 +468,11 @@ async fn uas_restricted_policy_takes_calls_only_from_trunk_addresses() {
         .await;
     phone.expect_status(403).await;
 
-    let account = rig.store.account_by_token("t").await.unwrap().unwrap();
-    let now = store::utc_now();
-    rig.store
-        .create_trunk(&store::TrunkRecord {
-            id: uuid::Uuid::new_v4(),
-            account_id: account.id,
-            name: "carrier".into(),
-            host: "127.0.0.1".into(),
-            port: None,
-            transport: "udp".into(),
-            username: String::new(),
-            password: String::new(),
-            register: false,
-            register_expires: 600,
-            caller_id: String::new(),
-            allowed_ips: vec!["127.0.0.0/8".into()],
-            tm_create: now.clone(),
-            tm_update: now,
-        })
-        .await
-        .unwrap();
+    rig.trunk(TrunkSpec {
+        allowed_ips: &["127.0.0.0/8"],
+        ..TrunkSpec::default()
+    })
+    .await;
     let phone = Phone::new(rig.runtime.sip_addr()).await;
     phone
         .send(&phone.invite("+15550107", "z9hG4bKq2", Some(&pcmu_offer(4008))))

@@ -56,7 +56,45 @@ pub async fn rig_with(rtp_base: u16, tweak: impl FnOnce(&mut runtime::Config)) -
     }
 }
 
+/// What a test trunk differs in.
+#[derive(Default)]
+pub struct TrunkSpec<'a> {
+    pub port: Option<u16>,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub register: bool,
+    pub caller_id: &'a str,
+    pub allowed_ips: &'a [&'a str],
+}
+
 impl Rig {
+    /// Store a trunk to 127.0.0.1 for the test account.
+    pub async fn trunk(&self, spec: TrunkSpec<'_>) -> Uuid {
+        let account = self.store.account_by_token("t").await.unwrap().unwrap();
+        let now = store::utc_now();
+        let id = Uuid::new_v4();
+        self.store
+            .create_trunk(&store::TrunkRecord {
+                id,
+                account_id: account.id,
+                name: "carrier".into(),
+                host: "127.0.0.1".into(),
+                port: spec.port,
+                transport: "udp".into(),
+                username: spec.username.into(),
+                password: spec.password.into(),
+                register: spec.register,
+                register_expires: 300,
+                caller_id: spec.caller_id.into(),
+                allowed_ips: spec.allowed_ips.iter().map(|s| (*s).to_owned()).collect(),
+                tm_create: now.clone(),
+                tm_update: now,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
     /// Store a flow and bind `number` to it.
     pub async fn bind(&self, number: &str, actions: serde_json::Value) {
         let account = self.store.account_by_token("t").await.unwrap().unwrap();
