@@ -78,6 +78,8 @@ enum Role {
         cancelled: bool,
         /// Credentials for a 401/407; taken when used (one retry per call).
         credentials: Option<(String, String)>,
+        /// Redirects followed so far.
+        redirects: u8,
     },
 }
 
@@ -91,6 +93,9 @@ struct SessionTimer {
     /// When to refresh, or when the session expires without the peer's refresh.
     deadline: tokio::time::Instant,
 }
+
+/// Redirects (3xx) an outbound call follows at most.
+const MAX_REDIRECTS: u8 = 3;
 
 /// Minimum session interval we accept (RFC 4028 §4: at least 90 s).
 const MIN_SE: u32 = 90;
@@ -255,6 +260,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                     ring_deadline: tokio::time::Instant::now() + ring_timeout,
                     cancelled: false,
                     credentials,
+                    redirects: 0,
                 },
                 peer,
                 local_sip,
@@ -800,6 +806,12 @@ impl Call {
         {
             return;
         }
+        if (300..400).contains(&status)
+            && self.phase == Phase::Early
+            && self.follow_redirect(&response).await
+        {
+            return;
+        }
         if status >= 300 {
             if self.phase == Phase::Early {
                 self.phase = Phase::Ended;
@@ -911,6 +923,52 @@ impl Call {
             rand_u32(),
             rand_u32()
         )
+    }
+
+    /// A 3xx to our INVITE: retry at the first `sip:` Contact it gives (RFC 3261 §8.1.3.4: same
+    /// Call-ID and From tag, next CSeq), at most [`MAX_REDIRECTS`] times per call.
+    async fn follow_redirect(&mut self, response: &Response) -> bool {
+        let Role::Uac {
+            redirects,
+            cancelled: false,
+            ..
+        } = &mut self.role
+        else {
+            return false;
+        };
+        if *redirects >= MAX_REDIRECTS {
+            return false;
+        }
+        let target = response
+            .headers
+            .get_all("Contact")
+            .filter_map(|c| sip::NameAddr::parse(c).ok())
+            .map(|c| c.uri().clone())
+            .find(|uri| matches!(uri.scheme(), sip::Scheme::Sip));
+        let Some(target) = target else { return false };
+        let port = target.port().unwrap_or(5060);
+        let Ok(addr) = crate::outbound::lookup(target.host(), port).await else {
+            return false;
+        };
+        *redirects += 1;
+        let mut invite = self.invite.clone();
+        let cseq = invite.cseq().map_or(1, |c| c.seq) + 1;
+        invite.headers.set("CSeq", format!("{cseq} INVITE"));
+        invite.headers.set("To", format!("<{target}>"));
+        invite.uri = target;
+        self.invite = invite;
+        self.peer = Peer {
+            transport: self.peer.transport,
+            addr,
+            conn: None,
+        };
+        tracing::info!(status = response.status, to = %self.invite.uri, "following a redirect");
+        self.endpoint.send(Command::SendInvite {
+            call: self.key.clone(),
+            peer: self.peer,
+            request: Box::new(self.invite.clone()),
+        });
+        true
     }
 
     /// Answer a 401/407 to our INVITE with the trunk's credentials: the same INVITE again with

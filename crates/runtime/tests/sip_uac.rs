@@ -331,3 +331,38 @@ async fn uac_sends_through_the_outbound_proxy_with_a_route() {
         Some(format!("<sip:{proxy_addr};lr>").as_str())
     );
 }
+
+#[tokio::test]
+async fn uac_follows_a_redirect_to_the_contact_it_names() {
+    let rig = rig(42100).await;
+    let mut events = rig.runtime.subscribe();
+    let redirector = Phone::new(rig.runtime.sip_addr()).await;
+    let target = Phone::new(rig.runtime.sip_addr()).await;
+    originate(
+        &rig,
+        &redirector,
+        serde_json::json!([{"type": "hangup"}]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let first = next_request(&redirector).await;
+    let mut moved = Response::for_request(&first, 302);
+    moved.set_to_tag("r1");
+    moved
+        .headers
+        .push("Contact", format!("<sip:carol@{}>", target.addr()));
+    redirector
+        .send(std::str::from_utf8(&moved.to_bytes()).unwrap())
+        .await;
+    let second = next_request(&target).await;
+    assert_eq!(second.method, Method::Invite);
+    assert_eq!(
+        second.uri.to_string(),
+        format!("sip:carol@{}", target.addr())
+    );
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    target.send(&reply(&target, &second, 486, "t1", None)).await;
+    let done = wait_update(&mut events, |c| c.status == "hangup").await;
+    assert_eq!(done.hangup_reason, "busy");
+}
