@@ -155,10 +155,9 @@ pub(crate) async fn start(
     shared: Arc<Shared>,
     listen: SocketAddr,
 ) -> std::io::Result<(EndpointHandle, SocketAddr, tokio::task::JoinHandle<()>)> {
-    let udp = Arc::new(UdpSocket::bind(listen).await?);
+    let (udp, tcp) = bind_pair(listen).await?;
+    let udp = Arc::new(udp);
     let local = udp.local_addr()?;
-    // TCP on the same port as UDP (the UDP bind may have picked the port).
-    let tcp = TcpListener::bind(local).await?;
     let sent_by = format!("{}:{}", shared.advertised_ip(local.ip()), local.port());
     let mut layer = TransactionLayer::new(sip::Config {
         t1: std::time::Duration::from_millis(500),
@@ -194,6 +193,22 @@ pub(crate) async fn start(
     };
     let task = tokio::spawn(endpoint.run(rx, tcp_rx, tcp));
     Ok((handle, local, task))
+}
+
+/// UDP and TCP on the same port. With port 0 the UDP bind picks the port, and TCP on that
+/// number may be taken (by anything, even an outgoing connection's ephemeral port): then try
+/// another port, a bounded number of times.
+async fn bind_pair(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last_error = None;
+    for _ in 0..if listen.port() == 0 { 20 } else { 1 } {
+        let udp = UdpSocket::bind(listen).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
 fn seed() -> u64 {
