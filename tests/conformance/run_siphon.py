@@ -39,6 +39,9 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, replace
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
+from harness import stop_process  # noqa: E402  (shared with the end-to-end tests)
+
 # ---------------------------------------------------------------------------------------------
 # Expected failures: scenario case -> why it fails today. Shrink this as features land; a case
 # listed here that passes is reported as "ok (... remove it from EXPECTED_FAIL)".
@@ -166,23 +169,6 @@ class Ports:
 
 # ---------------------------------------------------------------------------------------------
 # Processes
-
-
-def stop_process(proc: subprocess.Popen, grace_s: float) -> int | None:
-    """SIGTERM this one process, wait up to grace_s, then SIGKILL it."""
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        try:
-            return proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return None
-    except ProcessLookupError:
-        return proc.poll()
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
