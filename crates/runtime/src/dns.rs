@@ -132,47 +132,50 @@ async fn lookup_ip(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, 
 }
 
 async fn lookup_naptr(resolver: &TokioResolver, host: &str) -> Vec<Naptr> {
-    let Ok(Ok(found)) =
-        tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(host, RecordType::NAPTR)).await
-    else {
-        return Vec::new();
-    };
-    found
-        .answers()
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::NAPTR(n) => Some(Naptr {
-                order: n.order,
-                preference: n.preference,
-                service: String::from_utf8_lossy(&n.services).into_owned(),
-                replacement: n.replacement.to_utf8().trim_end_matches('.').to_owned(),
-            }),
-            _ => None,
-        })
-        .collect()
+    lookup_records(resolver, host, RecordType::NAPTR, |data| match data {
+        RData::NAPTR(n) => Some(Naptr {
+            order: n.order,
+            preference: n.preference,
+            service: String::from_utf8_lossy(&n.services).into_owned(),
+            replacement: n.replacement.to_utf8().trim_end_matches('.').to_owned(),
+        }),
+        _ => None,
+    })
+    .await
 }
 
 async fn lookup_srv(resolver: &TokioResolver, name: &str) -> Vec<Srv> {
+    lookup_records(resolver, name, RecordType::SRV, |data| match data {
+        RData::SRV(s) => Some(Srv {
+            priority: s.priority,
+            weight: s.weight,
+            port: s.port,
+            target: s.target.to_utf8(),
+        }),
+        _ => None,
+    })
+    .await
+}
+
+/// The answers of one lookup of `record_type` that `read` understands; none on an error or a
+/// timeout (RFC 3263 then falls back to the next step).
+async fn lookup_records<T>(
+    resolver: &TokioResolver,
+    name: &str,
+    record_type: RecordType,
+    read: impl Fn(&RData) -> Option<T>,
+) -> Vec<T> {
     let Ok(Ok(found)) =
-        tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(name, RecordType::SRV)).await
+        tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(name, record_type)).await
     else {
         return Vec::new();
     };
     found
         .answers()
         .iter()
-        .filter_map(|record| match &record.data {
-            RData::SRV(s) => Some(Srv {
-                priority: s.priority,
-                weight: s.weight,
-                port: s.port,
-                target: s.target.to_utf8(),
-            }),
-            _ => None,
-        })
+        .filter_map(|record| read(&record.data))
         .collect()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
