@@ -321,21 +321,7 @@ async fn trunks_that_register_answer_the_challenge_and_report_their_state() {
             .to_string()
             .starts_with("sip:acct42@127.0.0.1")
     );
-    let issuer = sip::auth::NonceIssuer::new([9; 32]);
-    let challenge = issuer.challenge(
-        "carrier.example",
-        sip::auth::Algorithm::Md5,
-        1_800_000_000,
-        false,
-    );
-    let mut unauthorized = Response::for_request(&first, 401);
-    unauthorized.set_to_tag("reg1");
-    unauthorized
-        .headers
-        .push("WWW-Authenticate", challenge.to_string());
-    carrier
-        .send(std::str::from_utf8(&unauthorized.to_bytes()).unwrap())
-        .await;
+    let issuer = carrier.challenge(&first, 401, "reg1").await;
 
     let second = next_register().await;
     assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
@@ -344,9 +330,9 @@ async fn trunks_that_register_answer_the_challenge_and_report_their_state() {
     let verified = issuer.verify(
         &creds,
         &Method::Register,
-        "carrier.example",
+        CARRIER_REALM,
         sip::auth::PasswordOrHa1::Password("trunk-secret"),
-        1_800_000_005,
+        CARRIER_NOW + 5,
     );
     assert_eq!(verified, Ok(()));
     let mut ok = Response::for_request(&second, 200);

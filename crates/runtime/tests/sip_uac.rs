@@ -251,21 +251,7 @@ async fn uac_tel_calls_go_through_the_trunk_and_answer_its_challenge() {
         "the trunk's caller id"
     );
     // Challenge as a carrier's proxy does.
-    let issuer = sip::auth::NonceIssuer::new([7; 32]);
-    let challenge = issuer.challenge(
-        "carrier.example",
-        sip::auth::Algorithm::Md5,
-        1_800_000_000,
-        false,
-    );
-    let mut response = Response::for_request(&first, 407);
-    response.set_to_tag("c1");
-    response
-        .headers
-        .push("Proxy-Authenticate", challenge.to_string());
-    carrier
-        .send(std::str::from_utf8(&response.to_bytes()).unwrap())
-        .await;
+    let issuer = carrier.challenge(&first, 407, "c1").await;
     let ack = next_request(&carrier).await;
     assert_eq!(ack.method, Method::Ack);
 
@@ -279,9 +265,9 @@ async fn uac_tel_calls_go_through_the_trunk_and_answer_its_challenge() {
     let verified = issuer.verify(
         &creds,
         &Method::Invite,
-        "carrier.example",
+        CARRIER_REALM,
         sip::auth::PasswordOrHa1::Password("trunk-secret"),
-        1_800_000_010,
+        CARRIER_NOW + 10,
     );
     assert_eq!(verified, Ok(()));
     carrier

@@ -136,7 +136,36 @@ pub struct Phone {
     pub call_id: String,
 }
 
+/// The realm and issue time of the challenges `Phone::challenge` sends, acting as a carrier.
+pub const CARRIER_REALM: &str = "carrier.example";
+pub const CARRIER_NOW: u64 = 1_800_000_000;
+
 impl Phone {
+    /// Answer `request` with a carrier's digest challenge: a 401 (`WWW-Authenticate`) or a 407
+    /// (`Proxy-Authenticate`), MD5, realm [`CARRIER_REALM`], issued at [`CARRIER_NOW`]. Returns
+    /// the issuer that checks the credentials sent back.
+    pub async fn challenge(
+        &self,
+        request: &sip::Request,
+        status: u16,
+        tag: &str,
+    ) -> sip::auth::NonceIssuer {
+        let issuer = sip::auth::NonceIssuer::new([7; 32]);
+        let challenge =
+            issuer.challenge(CARRIER_REALM, sip::auth::Algorithm::Md5, CARRIER_NOW, false);
+        let header = if status == 407 {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let mut response = Response::for_request(request, status);
+        response.set_to_tag(tag);
+        response.headers.push(header, challenge.to_string());
+        self.send(std::str::from_utf8(&response.to_bytes()).unwrap())
+            .await;
+        issuer
+    }
+
     pub async fn new(server: SocketAddr) -> Phone {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         Phone {
