@@ -1,4 +1,4 @@
-//! Generated 8 kHz tones.
+//! Generated 8 kHz tones: the prompt beep, sines, silence and DTMF key tones (ITU-T Q.23).
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -32,10 +32,52 @@ pub fn sine(freq_hz: f32, ms: u32, amplitude: i16) -> Vec<i16> {
         .collect()
 }
 
+/// `ms` milliseconds of the DTMF tone of `digit` (`0`-`9`, `*`, `#`, `A`-`D`) for in-band
+/// sending: the sum of its row and column sines (ITU-T Q.23), each with peak `amplitude`, 8 kHz
+/// mono, starting at phase 0. `None` if `digit` is not a DTMF key.
+///
+/// The sum saturates at the `i16` range, so an `amplitude` above 16383 clips; about 7200
+/// (-10 dBm0 per tone) is usual.
+#[must_use]
+pub fn dtmf(digit: char, ms: u32, amplitude: i16) -> Option<Vec<i16>> {
+    let (row_hz, column_hz) = dtmf_frequencies(digit)?;
+    let row = sine(row_hz, ms, amplitude);
+    let column = sine(column_hz, ms, amplitude);
+    Some(
+        row.iter()
+            .zip(&column)
+            .map(|(r, c)| r.saturating_add(*c))
+            .collect(),
+    )
+}
+
 /// `ms` milliseconds of digital silence at 8 kHz.
 #[must_use]
 pub fn silence(ms: u32) -> Vec<i16> {
     vec![0; ms as usize * SAMPLES_PER_MS]
+}
+
+/// The low-group (row) frequencies of the DTMF keypad, in Hz (ITU-T Q.23).
+pub(crate) const DTMF_ROW_HZ: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+/// The high-group (column) frequencies of the DTMF keypad, in Hz (ITU-T Q.23).
+pub(crate) const DTMF_COLUMN_HZ: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+/// The DTMF keypad: `DTMF_KEYPAD[row][column]`.
+pub(crate) const DTMF_KEYPAD: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+
+/// The (row, column) frequencies of a DTMF key.
+fn dtmf_frequencies(digit: char) -> Option<(f32, f32)> {
+    DTMF_KEYPAD
+        .iter()
+        .zip(DTMF_ROW_HZ)
+        .find_map(|(keys, row_hz)| {
+            let column = keys.iter().position(|k| *k == digit)?;
+            Some((row_hz, *DTMF_COLUMN_HZ.get(column)?))
+        })
 }
 
 const SAMPLE_RATE: u32 = 8000;
@@ -74,5 +116,45 @@ mod tests {
         assert!((7900..=8000).contains(&peak), "{peak}");
         assert!((490..=510).contains(&zero_crossings(&b)));
         assert_eq!(silence(20), vec![0; 160]);
+    }
+
+    #[test]
+    fn dtmf_is_the_sum_of_row_and_column_sines() {
+        let five = dtmf('5', 50, 4000).unwrap();
+        assert_eq!(five.len(), 400);
+        let row = sine(770.0, 50, 4000);
+        let column = sine(1336.0, 50, 4000);
+        for ((s, r), c) in five.iter().zip(&row).zip(&column) {
+            assert_eq!(*s, r + c);
+        }
+        assert_eq!(dtmf_frequencies('1'), Some((697.0, 1209.0)));
+        assert_eq!(dtmf_frequencies('#'), Some((941.0, 1477.0)));
+        assert_eq!(dtmf_frequencies('D'), Some((941.0, 1633.0)));
+        assert_eq!(dtmf_frequencies('0'), Some((941.0, 1336.0)));
+    }
+
+    #[test]
+    fn dtmf_covers_the_sixteen_keys_only() {
+        let keys: String = "0123456789*#ABCDabcdE+ 1"
+            .chars()
+            .filter(|c| dtmf(*c, 10, 1000).is_some())
+            .collect();
+        assert_eq!(keys, "0123456789*#ABCD1");
+    }
+
+    #[test]
+    fn dtmf_saturates_instead_of_wrapping() {
+        let loud = dtmf('D', 100, i16::MAX).unwrap();
+        assert!(loud.contains(&i16::MAX));
+        assert!(loud.contains(&i16::MIN));
+        // Peaks of the sum never wrap to the other sign.
+        let sum: Vec<i32> = sine(941.0, 100, i16::MAX)
+            .iter()
+            .zip(&sine(1633.0, 100, i16::MAX))
+            .map(|(a, b)| i32::from(*a) + i32::from(*b))
+            .collect();
+        for (s, exact) in loud.iter().zip(&sum) {
+            assert_eq!(i32::from(*s), (*exact).clamp(-32768, 32767));
+        }
     }
 }
