@@ -1,22 +1,18 @@
 //! Turning what a flow asks to play into 8 kHz PCM: speech from the TTS engine (cached on disk
-//! by the engine), WAV files from local paths or http(s) URLs, and tones.
+//! by the engine), WAV/MP3/OGG files from local paths or http(s) URLs (through the
+//! [`AudioCache`](crate::audio_cache::AudioCache): downloads on disk, decoded audio in memory),
+//! and tones.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::Shared;
-
-/// Largest audio file we download or read.
-const MAX_AUDIO_BYTES: u64 = 50 * 1024 * 1024;
-/// Bound on one download.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What to prepare.
 #[derive(Debug)]
 pub(crate) enum Source {
     /// Text to speech.
     Speech(speech::TtsRequest),
-    /// WAV files, played one after the other.
+    /// Audio files (WAV, MP3, OGG/Vorbis) by URL or absolute path, played one after the other.
     Urls(Vec<String>),
     /// The beep tone.
     Beep,
@@ -34,57 +30,44 @@ pub(crate) async fn load(shared: &Shared, source: Source) -> Result<Arc<[i16]>, 
                 .map_err(|e| format!("text to speech failed: {e}"))
         }
         Source::Urls(urls) => {
-            let mut all: Vec<i16> = Vec::new();
-            for url in urls {
-                let bytes = fetch(shared, &url).await?;
-                let pcm = tokio::task::spawn_blocking(move || media::audio::decode_wav(&bytes))
+            let mut parts = Vec::with_capacity(urls.len());
+            for url in &urls {
+                let pcm = shared
+                    .audio_cache
+                    .load(&shared.http, url)
                     .await
-                    .map_err(|e| format!("decode task failed: {e}"))?
                     .map_err(|e| format!("{url}: {e}"))?;
-                all.extend_from_slice(&pcm);
+                parts.push(pcm);
             }
-            Ok(all.into())
+            Ok(concat(parts))
         }
     }
 }
 
-async fn fetch(shared: &Shared, url: &str) -> Result<Vec<u8>, String> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        let response = shared
-            .http
-            .get(url)
-            .timeout(FETCH_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: HTTP {}", response.status().as_u16()));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_AUDIO_BYTES)
-        {
-            return Err(format!("{url}: larger than {MAX_AUDIO_BYTES} bytes"));
-        }
-        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-        if body.len() as u64 > MAX_AUDIO_BYTES {
-            return Err(format!("{url}: larger than {MAX_AUDIO_BYTES} bytes"));
-        }
-        return Ok(body.to_vec());
+/// One prompt after the other; a single prompt is shared as it is (no copy).
+fn concat(mut parts: Vec<Arc<[i16]>>) -> Arc<[i16]> {
+    if parts.len() == 1
+        && let Some(only) = parts.pop()
+    {
+        return only;
     }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    if !path.starts_with('/') {
-        return Err(format!(
-            "{url}: not an http(s) URL, file:// URL or absolute path"
-        ));
+    let mut all = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in &parts {
+        all.extend_from_slice(part);
     }
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if meta.len() > MAX_AUDIO_BYTES {
-        return Err(format!("{url}: larger than {MAX_AUDIO_BYTES} bytes"));
+    all.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_prompt_is_shared_and_several_are_played_in_order() {
+        let a: Arc<[i16]> = vec![1, 2].into();
+        let b: Arc<[i16]> = vec![3].into();
+        assert!(Arc::ptr_eq(&concat(vec![a.clone()]), &a));
+        assert_eq!(*concat(vec![a.clone(), b, a]), [1, 2, 3, 1, 2]);
+        assert!(concat(Vec::new()).is_empty());
     }
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| format!("{url}: {e}"))
 }
