@@ -66,11 +66,16 @@ action_types! {
         Branch => "branch",
         ConditionVariable => "condition_variable",
         DigitsReceive => "digits_receive",
+        DigitsSend => "digits_send",
+        Echo => "echo",
         Goto => "goto",
         Hangup => "hangup",
         Play => "play",
+        RecordingStart => "recording_start",
+        RecordingStop => "recording_stop",
         Sleep => "sleep",
         Stop => "stop",
+        StreamEcho => "stream_echo",
         Talk => "talk",
         VariableSet => "variable_set",
     }
@@ -91,8 +96,6 @@ action_types! {
         ConferenceJoin => "conference_join",
         Connect => "connect",
         ConversationSend => "conversation_send",
-        DigitsSend => "digits_send",
-        Echo => "echo",
         EmailSend => "email_send",
         Empty => "empty",
         ExternalMediaStart => "external_media_start",
@@ -103,9 +106,6 @@ action_types! {
         MessageSend => "message_send",
         Mute => "mute",
         QueueJoin => "queue_join",
-        RecordingStart => "recording_start",
-        RecordingStop => "recording_stop",
-        StreamEcho => "stream_echo",
         TranscribeRecording => "transcribe_recording",
         TranscribeStart => "transcribe_start",
         TranscribeStop => "transcribe_stop",
@@ -152,6 +152,97 @@ impl AsRef<str> for ActionId {
     }
 }
 
+/// The audio format of a `recording_start` (its `format` option; absent or `""` means `wav`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordingFormat {
+    /// `wav` (the default).
+    Wav,
+    /// `mp3`.
+    Mp3,
+    /// `ogg`.
+    Ogg,
+}
+
+impl RecordingFormat {
+    /// The option value, e.g. `"wav"`; also the usual file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Mp3 => "mp3",
+            Self::Ogg => "ogg",
+        }
+    }
+
+    pub(crate) const NAMES: &'static str = r#""wav", "mp3" or "ogg""#;
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "" | "wav" => Self::Wav,
+            "mp3" => Self::Mp3,
+            "ogg" => Self::Ogg,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RecordingFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The DTMF key that ends a `recording_start` (its `end_of_key` option; `""` or `"none"` means
+/// no key ends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordingEndKey {
+    /// `any`: every DTMF key ends the recording.
+    Any,
+    /// `*`.
+    Star,
+    /// `#`.
+    Hash,
+}
+
+impl RecordingEndKey {
+    /// Whether `key` (a DTMF key as given to [`Input::Digit`](crate::Input::Digit)) ends the
+    /// recording.
+    pub fn matches(self, key: char) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Star => key == '*',
+            Self::Hash => key == '#',
+        }
+    }
+
+    /// The option value: `"any"`, `"*"` or `"#"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::Star => "*",
+            Self::Hash => "#",
+        }
+    }
+
+    pub(crate) const NAMES: &'static str = r##""none", "any", "*" or "#""##;
+
+    /// `Ok(None)` for `""`/`"none"`, `Err(())` for anything unknown.
+    pub(crate) fn from_name(name: &str) -> Result<Option<Self>, ()> {
+        Ok(Some(match name {
+            "" | "none" => return Ok(None),
+            "any" => Self::Any,
+            "*" => Self::Star,
+            "#" => Self::Hash,
+            _ => return Err(()),
+        }))
+    }
+}
+
+impl fmt::Display for RecordingEndKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// VoIPBIN's nil UUID, which in an id field means "unset".
 pub(crate) const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -162,6 +253,42 @@ pub(crate) fn is_unset_id(id: &str) -> bool {
 
 /// Default `digits_receive` duration when the option is absent or `0`.
 pub(crate) const DEFAULT_DIGITS_DURATION: Duration = Duration::from_millis(5_000);
+
+/// `digits_send`: at most this many keys per action.
+pub(crate) const MAX_DIGITS_SEND_KEYS: usize = 100;
+
+/// `digits_send` tone length per key when `duration` is absent or `0` (VoIPBIN leaves it to
+/// Asterisk; the documented range is 100-1000 ms).
+pub(crate) const DEFAULT_DIGITS_SEND_DURATION_MS: u32 = 250;
+
+/// `digits_send` pause between keys when `interval` is absent (documented range 0-5000 ms).
+pub(crate) const DEFAULT_DIGITS_SEND_INTERVAL_MS: u32 = 100;
+
+/// `echo`/`stream_echo` length when `duration` is absent or `0`: VoIPBIN's call-manager uses
+/// 180 s (code reading).
+pub(crate) const DEFAULT_ECHO_DURATION: Duration = Duration::from_secs(180);
+
+/// Check a `digits_send` key string: only `0`-`9`, `A`-`D`, `#` and `*`, at most
+/// [`MAX_DIGITS_SEND_KEYS`] keys. The error is a sentence naming the first bad key.
+pub(crate) fn check_dtmf_keys(digits: &str) -> Result<(), String> {
+    if let Some((position, key)) = digits
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !matches!(c, '0'..='9' | 'A'..='D' | '#' | '*'))
+    {
+        return Err(format!(
+            "invalid DTMF key {key:?} at position {}; allowed: 0-9, A-D, # and *",
+            position + 1
+        ));
+    }
+    let count = digits.chars().count();
+    if count > MAX_DIGITS_SEND_KEYS {
+        return Err(format!(
+            "{count} keys; at most {MAX_DIGITS_SEND_KEYS} can be sent"
+        ));
+    }
+    Ok(())
+}
 
 /// A compiled, supported action with typed options. Targets are indices into the program.
 /// Strings marked "template" get `${}` substitution right before the step runs.
@@ -178,6 +305,14 @@ pub(crate) enum Step {
         duration: Duration,
     },
     DigitsReceive(DigitsReceive),
+    DigitsSend(DigitsSend),
+    /// `echo` (`dtmf: false`) and `stream_echo` (`dtmf: true`).
+    Echo {
+        duration: Duration,
+        dtmf: bool,
+    },
+    RecordingStart(RecordingStart),
+    RecordingStop,
     Branch(Branch),
     Goto {
         target: usize,
@@ -217,6 +352,25 @@ pub(crate) struct DigitsReceive {
     pub(crate) length: usize,
     /// template; a set of terminator keys
     pub(crate) keys: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DigitsSend {
+    /// template; checked by `compile` when it has no `${}`, else after rendering
+    pub(crate) digits: String,
+    pub(crate) duration_ms: u32,
+    pub(crate) interval_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RecordingStart {
+    pub(crate) format: RecordingFormat,
+    pub(crate) end_of_silence: Option<Duration>,
+    pub(crate) end_of_key: Option<RecordingEndKey>,
+    pub(crate) max_duration: Option<Duration>,
+    pub(crate) beep_start: bool,
+    /// template; unset (`""` or the nil UUID after rendering) means none
+    pub(crate) on_end_flow_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -321,7 +475,7 @@ mod tests {
         assert_eq!(ActionType::ALL.len(), 47);
         assert_eq!(
             ActionType::ALL.iter().filter(|t| t.is_supported()).count(),
-            12
+            17
         );
         assert_eq!(ActionType::from_name("Talk"), None);
         assert_eq!(
@@ -331,6 +485,51 @@ mod tests {
         assert!(!ActionType::HangupRelay.is_supported());
         assert!(ActionType::DigitsReceive.is_supported());
         assert_eq!(ActionType::DigitsReceive.to_string(), "digits_receive");
+    }
+
+    #[test]
+    fn dtmf_keys_to_send() {
+        assert_eq!(check_dtmf_keys("0123456789ABCD#*"), Ok(()));
+        assert_eq!(check_dtmf_keys(""), Ok(()));
+        assert_eq!(
+            check_dtmf_keys("12a4"),
+            Err("invalid DTMF key 'a' at position 3; allowed: 0-9, A-D, # and *".into())
+        );
+        assert_eq!(
+            check_dtmf_keys("1 2"),
+            Err("invalid DTMF key ' ' at position 2; allowed: 0-9, A-D, # and *".into())
+        );
+        assert_eq!(
+            check_dtmf_keys("é\n"),
+            Err("invalid DTMF key 'é' at position 1; allowed: 0-9, A-D, # and *".into())
+        );
+        assert_eq!(check_dtmf_keys(&"1".repeat(100)), Ok(()));
+        assert_eq!(
+            check_dtmf_keys(&"#".repeat(101)),
+            Err("101 keys; at most 100 can be sent".into())
+        );
+    }
+
+    #[test]
+    fn recording_option_names() {
+        assert_eq!(RecordingFormat::from_name(""), Some(RecordingFormat::Wav));
+        assert_eq!(
+            RecordingFormat::from_name("ogg"),
+            Some(RecordingFormat::Ogg)
+        );
+        assert_eq!(RecordingFormat::from_name("WAV"), None);
+        assert_eq!(RecordingFormat::Mp3.to_string(), "mp3");
+        assert_eq!(RecordingEndKey::from_name("none"), Ok(None));
+        assert_eq!(RecordingEndKey::from_name(""), Ok(None));
+        assert_eq!(
+            RecordingEndKey::from_name("#"),
+            Ok(Some(RecordingEndKey::Hash))
+        );
+        assert_eq!(RecordingEndKey::from_name("1"), Err(()));
+        assert!(RecordingEndKey::Any.matches('7'));
+        assert!(RecordingEndKey::Star.matches('*'));
+        assert!(!RecordingEndKey::Star.matches('#'));
+        assert_eq!(RecordingEndKey::Hash.to_string(), "#");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 
 use crate::action::{
     ActionId, ActionType, Branch, Comparison, ConditionVariable, DEFAULT_DIGITS_DURATION,
-    DigitsReceive, Operand, Step, Subject, Talk, is_unset_id,
+    DEFAULT_DIGITS_SEND_DURATION_MS, DEFAULT_DIGITS_SEND_INTERVAL_MS, DEFAULT_ECHO_DURATION,
+    DigitsReceive, DigitsSend, Operand, RecordingEndKey, RecordingFormat, RecordingStart, Step,
+    Subject, Talk, check_dtmf_keys, is_unset_id,
 };
 use crate::program::{Action, Program};
 use crate::variable::{VARIABLE_CALL_DIGITS, sole_reference};
@@ -388,6 +390,31 @@ impl<'a> Options<'a, '_> {
             .map(Duration::from_millis)
     }
 
+    /// Whole seconds, where `0` (or absent) means "no limit": `None`.
+    fn limit_seconds(&mut self, key: &str) -> Option<Duration> {
+        self.unsigned(key, " (seconds)")
+            .filter(|&n| n > 0)
+            .map(Duration::from_secs)
+    }
+
+    /// Milliseconds for which `valid` holds; absent gives `None`, and so does an invalid value
+    /// (with the error `invalid`).
+    fn millis_where(
+        &mut self,
+        key: &str,
+        valid: impl Fn(u32) -> bool,
+        invalid: &str,
+    ) -> Option<u32> {
+        let n = self.unsigned(key, " (milliseconds)")?;
+        match u32::try_from(n) {
+            Ok(n) if valid(n) => Some(n),
+            _ => {
+                self.error(key, invalid);
+                None
+            }
+        }
+    }
+
     fn strings(&mut self, key: &str) -> Option<Vec<String>> {
         let Value::Array(items) = self.get(key)? else {
             self.error(key, "must be an array of strings");
@@ -501,6 +528,79 @@ fn parse_step(action_type: ActionType, o: &mut Options<'_, '_>) -> Option<Step> 
                 keys,
             })
         }
+        T::DigitsSend => {
+            let digits = o.required_string("digits", "digits_send needs digits to send");
+            if let Some(digits) = digits.as_deref().filter(|d| !d.contains("${"))
+                && let Err(message) = check_dtmf_keys(digits)
+            {
+                o.error("digits", message);
+            }
+            let duration_ms = o
+                .millis_where(
+                    "duration",
+                    |n| n == 0 || (100..=1000).contains(&n),
+                    "must be between 100 and 1000 milliseconds (or 0 for the default 250)",
+                )
+                .filter(|&n| n != 0)
+                .unwrap_or(DEFAULT_DIGITS_SEND_DURATION_MS);
+            let interval_ms = o
+                .millis_where(
+                    "interval",
+                    |n| n <= 5000,
+                    "must be between 0 and 5000 milliseconds",
+                )
+                .unwrap_or(DEFAULT_DIGITS_SEND_INTERVAL_MS);
+            Step::DigitsSend(DigitsSend {
+                digits: digits?,
+                duration_ms,
+                interval_ms,
+            })
+        }
+        T::Echo | T::StreamEcho => Step::Echo {
+            duration: o
+                .millis("duration")
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_ECHO_DURATION),
+            dtmf: action_type == T::StreamEcho,
+        },
+        T::RecordingStart => {
+            let format = match o.string("format") {
+                None => Some(RecordingFormat::Wav),
+                Some(name) => {
+                    let format = RecordingFormat::from_name(&name);
+                    if format.is_none() {
+                        o.error(
+                            "format",
+                            format!("must be one of {}", RecordingFormat::NAMES),
+                        );
+                    }
+                    format
+                }
+            };
+            let end_of_silence = o.limit_seconds("end_of_silence");
+            let end_of_key = match o.string("end_of_key") {
+                None => None,
+                Some(name) => RecordingEndKey::from_name(&name).unwrap_or_else(|()| {
+                    o.error(
+                        "end_of_key",
+                        format!("must be one of {}", RecordingEndKey::NAMES),
+                    );
+                    None
+                }),
+            };
+            let max_duration = o.limit_seconds("duration");
+            let beep_start = o.boolean("beep_start").unwrap_or(false);
+            let on_end_flow_id = o.string("on_end_flow_id").unwrap_or_default();
+            Step::RecordingStart(RecordingStart {
+                format: format?,
+                end_of_silence,
+                end_of_key,
+                max_duration,
+                beep_start,
+                on_end_flow_id,
+            })
+        }
+        T::RecordingStop => Step::RecordingStop,
         T::Branch => {
             let variable = o.string("variable").unwrap_or_default();
             let variable = match sole_reference(&variable) {
@@ -1185,6 +1285,273 @@ mod tests {
     }
 
     #[test]
+    fn digits_send_option_errors() {
+        let range = "must be between 100 and 1000 milliseconds (or 0 for the default 250)";
+        assert_eq!(
+            errors(json!([
+                {"type": "digits_send"},
+                {"type": "digits_send", "option": {"digits": ""}},
+                {"type": "digits_send", "option": {"digits": 123}},
+                {"type": "digits_send", "option": {"digits": "12x4"}},
+                {"type": "digits_send", "option": {"digits": "1".repeat(101)}},
+                {"type": "digits_send", "option": {"digits": "1", "duration": 99}},
+                {"type": "digits_send", "option": {"digits": "1", "duration": 1001}},
+                {"type": "digits_send", "option": {"digits": "1", "duration": u64::MAX}},
+                {"type": "digits_send", "option": {"digits": "1", "duration": "250"}},
+                {"type": "digits_send", "option": {"digits": "1", "interval": 5001}},
+                {"type": "digits_send", "option": {"digits": "1", "interval": -1}},
+            ])),
+            vec![
+                (
+                    p("actions[0].option.digits"),
+                    p("digits_send needs digits to send")
+                ),
+                (
+                    p("actions[1].option.digits"),
+                    p("digits_send needs digits to send")
+                ),
+                (p("actions[2].option.digits"), p("must be a string")),
+                (
+                    p("actions[3].option.digits"),
+                    p("invalid DTMF key 'x' at position 3; allowed: 0-9, A-D, # and *")
+                ),
+                (
+                    p("actions[4].option.digits"),
+                    p("101 keys; at most 100 can be sent")
+                ),
+                (p("actions[5].option.duration"), p(range)),
+                (p("actions[6].option.duration"), p(range)),
+                (p("actions[7].option.duration"), p(range)),
+                (
+                    p("actions[8].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+                (
+                    p("actions[9].option.interval"),
+                    p("must be between 0 and 5000 milliseconds")
+                ),
+                (
+                    p("actions[10].option.interval"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn digits_send_defaults_bounds_and_templates() {
+        let program = compile(&json!([
+            {"type": "digits_send", "option": {"digits": "0123456789ABCD#*"}},
+            {"type": "digits_send", "option": {"digits": "1", "duration": 0, "interval": 0}},
+            {"type": "digits_send", "option": {"digits": "1", "duration": 100, "interval": 5000}},
+            {"type": "digits_send", "option": {"digits": "1", "duration": 1000, "interval": null}},
+            // Templated digits are checked when the action runs, not here.
+            {"type": "digits_send", "option": {"digits": "${pin}x"}},
+        ]))
+        .unwrap();
+        let sends: Vec<(&str, u32, u32)> = program
+            .actions()
+            .iter()
+            .map(|a| match &a.step {
+                Step::DigitsSend(d) => (d.digits.as_str(), d.duration_ms, d.interval_ms),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sends,
+            [
+                ("0123456789ABCD#*", 250, 100),
+                ("1", 250, 0),
+                ("1", 100, 5000),
+                ("1", 1000, 100),
+                ("${pin}x", 250, 100),
+            ]
+        );
+    }
+
+    #[test]
+    fn echo_and_stream_echo_options() {
+        let program = compile(&json!([
+            {"type": "echo"},
+            {"type": "echo", "option": {"duration": 0}},
+            {"type": "echo", "option": {"duration": 30000}},
+            {"type": "stream_echo", "option": {"duration": 10000}},
+            {"type": "stream_echo"},
+        ]))
+        .unwrap();
+        let steps: Vec<&Step> = program.actions().iter().map(|a| &a.step).collect();
+        let echo = |ms, dtmf| Step::Echo {
+            duration: Duration::from_millis(ms),
+            dtmf,
+        };
+        assert_eq!(
+            steps,
+            [
+                &echo(180_000, false),
+                &echo(180_000, false),
+                &echo(30_000, false),
+                &echo(10_000, true),
+                &echo(180_000, true),
+            ]
+        );
+        assert_eq!(
+            errors(json!([
+                {"type": "echo", "option": {"duration": "30s"}},
+                {"type": "stream_echo", "option": {"duration": -1}},
+            ])),
+            vec![
+                (
+                    p("actions[0].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+                (
+                    p("actions[1].option.duration"),
+                    p("must be a non-negative integer (milliseconds)")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn recording_start_option_errors() {
+        assert_eq!(
+            errors(json!([
+                {"type": "recording_start", "option": {"format": "flac"}},
+                {"type": "recording_start", "option": {"format": "WAV"}},
+                {"type": "recording_start", "option": {"format": 1}},
+                {"type": "recording_start", "option": {"end_of_key": "1"}},
+                {"type": "recording_start", "option": {"end_of_key": "#*"}},
+                {"type": "recording_start", "option": {"end_of_key": true}},
+                {"type": "recording_start", "option": {"end_of_silence": -3, "duration": 1.5}},
+                {"type": "recording_start", "option": {"beep_start": "yes"}},
+                {"type": "recording_start", "option": {"on_end_flow_id": 7}},
+                {"type": "recording_stop", "option": []},
+            ])),
+            vec![
+                (
+                    p("actions[0].option.format"),
+                    p(r#"must be one of "wav", "mp3" or "ogg""#)
+                ),
+                (
+                    p("actions[1].option.format"),
+                    p(r#"must be one of "wav", "mp3" or "ogg""#)
+                ),
+                (p("actions[2].option.format"), p("must be a string")),
+                (
+                    p("actions[3].option.end_of_key"),
+                    p(r##"must be one of "none", "any", "*" or "#""##)
+                ),
+                (
+                    p("actions[4].option.end_of_key"),
+                    p(r##"must be one of "none", "any", "*" or "#""##)
+                ),
+                (p("actions[5].option.end_of_key"), p("must be a string")),
+                (
+                    p("actions[6].option.end_of_silence"),
+                    p("must be a non-negative integer (seconds)")
+                ),
+                (
+                    p("actions[6].option.duration"),
+                    p("must be a non-negative integer (seconds)")
+                ),
+                (p("actions[7].option.beep_start"), p("must be a boolean")),
+                (p("actions[8].option.on_end_flow_id"), p("must be a string")),
+                (p("actions[9].option"), p("must be an object")),
+            ]
+        );
+    }
+
+    #[test]
+    fn recording_start_defaults_and_values() {
+        let program = compile(&json!([
+            {"type": "recording_start"},
+            {"type": "recording_start", "option": {
+                "format": "mp3", "end_of_silence": 5, "end_of_key": "#", "duration": 120,
+                "beep_start": true, "on_end_flow_id": "${flow}"}},
+            {"type": "recording_start", "option": {
+                "format": "", "end_of_silence": 0, "end_of_key": "none", "duration": 0}},
+            {"type": "recording_start", "option": {"format": "ogg", "end_of_key": "any"}},
+            {"type": "recording_start", "option": {"end_of_key": "*"}},
+            {"type": "recording_stop", "option": {"ignored": 1}},
+        ]))
+        .unwrap();
+        let steps: Vec<&Step> = program.actions().iter().map(|a| &a.step).collect();
+        let plain = RecordingStart {
+            format: RecordingFormat::Wav,
+            end_of_silence: None,
+            end_of_key: None,
+            max_duration: None,
+            beep_start: false,
+            on_end_flow_id: String::new(),
+        };
+        assert_eq!(steps[0], &Step::RecordingStart(plain.clone()));
+        assert_eq!(
+            steps[1],
+            &Step::RecordingStart(RecordingStart {
+                format: RecordingFormat::Mp3,
+                end_of_silence: Some(Duration::from_secs(5)),
+                end_of_key: Some(RecordingEndKey::Hash),
+                max_duration: Some(Duration::from_secs(120)),
+                beep_start: true,
+                on_end_flow_id: "${flow}".into(),
+            })
+        );
+        assert_eq!(steps[2], &Step::RecordingStart(plain.clone()));
+        assert_eq!(
+            steps[3],
+            &Step::RecordingStart(RecordingStart {
+                format: RecordingFormat::Ogg,
+                end_of_key: Some(RecordingEndKey::Any),
+                ..plain.clone()
+            })
+        );
+        assert_eq!(
+            steps[4],
+            &Step::RecordingStart(RecordingStart {
+                end_of_key: Some(RecordingEndKey::Star),
+                ..plain
+            })
+        );
+        assert_eq!(steps[5], &Step::RecordingStop);
+    }
+
+    #[test]
+    fn new_media_actions_are_linear_in_the_graph() {
+        // Each simply moves on: none of them is an exit, none jumps.
+        let message = p(
+            "enters a loop with no way out (no hangup, stop or end of the flow is reachable \
+             from here); it repeats until the execution limit ends the flow",
+        );
+        assert_eq!(
+            warnings(json!([
+                {"id": "a", "type": "recording_start"},
+                {"type": "echo"},
+                {"type": "stream_echo"},
+                {"type": "digits_send", "option": {"digits": "1"}},
+                {"type": "recording_stop", "next_id": "a"},
+                {"type": "hangup"},
+            ])),
+            vec![
+                (p("actions[0]"), message),
+                (
+                    p("actions[5]"),
+                    p("unreachable: no path from the first action leads here")
+                ),
+            ]
+        );
+        assert!(
+            warnings(json!([
+                {"type": "recording_start", "option": {"beep_start": true}},
+                {"type": "echo", "option": {"duration": 1000}},
+                {"type": "stream_echo", "option": {"duration": 1000}},
+                {"type": "digits_send", "option": {"digits": "#"}},
+                {"type": "recording_stop"},
+            ]))
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn assign_ids_fills_missing_empty_and_nil_ids() {
         let mut actions = json!([
             {"type": "answer"},
@@ -1245,6 +1612,11 @@ mod tests {
             json!([{"type": "branch", "option": {"target_ids": {"": 1, "\"": null}}}]),
             json!([{"type": "digits_receive", "option": {"length": u64::MAX, "duration": u64::MAX}}]),
             json!([{"type": "goto", "option": {"target_id": "x", "loop_count": i64::MIN}, "id": "x"}]),
+            json!([{"type": "digits_send", "option": {"digits": "${", "duration": -1, "interval": 1e300}}]),
+            json!([{"type": "digits_send", "option": {"digits": "\u{0}\u{10FFFF}"}}]),
+            json!([{"type": "recording_start", "option": {"duration": u64::MAX, "end_of_silence": u64::MAX,
+                                                           "end_of_key": "", "format": null}}]),
+            json!([{"type": "echo", "option": {"duration": u64::MAX}}]),
             json!([{"type": "condition_variable", "option": {"condition": "==", "variable": "${",
                                                               "value_type": "number", "value_number": 1e308}}]),
         ] {

@@ -3,11 +3,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::action::{ActionId, ActionType, Operand, Step, Subject};
+use crate::action::{
+    ActionId, ActionType, Operand, RecordingEndKey, RecordingFormat, Step, Subject,
+    check_dtmf_keys, is_unset_id,
+};
 use crate::program::Program;
-use crate::variable::{VARIABLE_CALL_DIGITS, Variables, substitute_bounded};
+use crate::variable::{VARIABLE_CALL_DIGITS, VARIABLE_RECORDING_ID, Variables, substitute_bounded};
 
 /// Caps on one run, after VoIPBIN's activeflow limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +37,22 @@ pub enum Input {
     /// A DTMF key from the caller (`0`-`9`, `*`, `#`, `A`-`D`; lowercase `a`-`d` are taken as
     /// uppercase; anything else is ignored). The shell forwards every key, whatever runs.
     Digit(char),
-    /// The Talk/Play/Beep with this id finished playing (or was stopped).
+    /// The Talk/Play/Beep/SendDigits/Echo with this id finished (played, sent, elapsed) or was
+    /// stopped.
     MediaFinished {
         /// The `media_id` of the command.
         media_id: u64,
     },
-    /// The Talk/Play/Beep with this id could not be played (TTS error, URL not found, …).
+    /// The background recording of [`Command::RecordingStart`] with this id has begun (after
+    /// its beep, if it asked for one). Sets `voipbin.recording.id` and moves on.
+    RecordingStarted {
+        /// The `media_id` of the command.
+        media_id: u64,
+        /// The new recording's id.
+        recording_id: String,
+    },
+    /// The media command with this id could not be carried out (TTS error, URL not found, DTMF
+    /// not sendable, recording refused, …).
     MediaFailed {
         /// The `media_id` of the command.
         media_id: u64,
@@ -78,6 +91,57 @@ pub enum Command {
         /// Unique within this run.
         media_id: u64,
     },
+    /// Send these DTMF keys to the caller, one after the other (`digits_send`); reply
+    /// [`Input::MediaFinished`] once the last key is out, or [`Input::MediaFailed`]. Keys the
+    /// caller presses meanwhile are still forwarded as [`Input::Digit`].
+    SendDigits {
+        /// Unique within this run.
+        media_id: u64,
+        /// The keys after `${}` substitution: 1 to 100 of `0`-`9`, `A`-`D`, `#`, `*`.
+        digits: String,
+        /// Tone length per key, 100-1000 ms.
+        duration_ms: u32,
+        /// Pause between two keys, 0-5000 ms.
+        interval_ms: u32,
+    },
+    /// Send the caller's audio back to them (`echo`, `stream_echo`); reply
+    /// [`Input::MediaFinished`] when `duration` has elapsed, or [`Input::MediaFailed`]. Keys the
+    /// caller presses are still forwarded as [`Input::Digit`] (so they land in
+    /// `voipbin.call.digits` as at any other time).
+    Echo {
+        /// Unique within this run.
+        media_id: u64,
+        /// How long to echo; `None` means until the call ends or [`Command::StopMedia`]. Native
+        /// flows always give a duration (absent or `0` is 180 s, as in VoIPBIN).
+        duration: Option<Duration>,
+        /// Also send received DTMF events back (`stream_echo`); `false` for `echo`.
+        dtmf: bool,
+    },
+    /// Start recording the call in the background (`recording_start`). If `beep_start`, play
+    /// the beep first. Then reply [`Input::RecordingStarted`] with the recording's id, or
+    /// [`Input::MediaFailed`] (format not available, a recording already running, …), which
+    /// ends the flow with an error. The recording then runs on its own while the flow moves on,
+    /// until [`Command::RecordingStop`], one of its limits, or the end of the call.
+    RecordingStart {
+        /// Unique within this run.
+        media_id: u64,
+        /// The audio format to write.
+        format: RecordingFormat,
+        /// Stop after this much continuous silence; `None`: no silence limit.
+        end_of_silence: Option<Duration>,
+        /// Stop when the caller presses this key; `None`: keys do not stop it. The key is
+        /// forwarded as [`Input::Digit`] too.
+        end_of_key: Option<RecordingEndKey>,
+        /// Stop after this long; `None`: no limit.
+        max_duration: Option<Duration>,
+        /// Play the beep before recording starts.
+        beep_start: bool,
+        /// The flow to run when the recording ends (after `${}` substitution); `None` if unset.
+        on_end_flow_id: Option<String>,
+    },
+    /// Stop the call's running recording, if any (`recording_stop`). No reply; the flow has
+    /// already moved on.
+    RecordingStop,
     /// Stop this media now (a `talk` with `digits_handle: "next"` was interrupted by a key). The
     /// interpreter has already moved on and ignores any later completion of this id.
     StopMedia {
@@ -225,7 +289,17 @@ impl Interpreter {
             }
             Input::Digit(key) => self.handle_digit(now, key),
             Input::MediaFinished { media_id } => {
-                if self.state.media_id() == Some(media_id) {
+                if matches!(self.state, State::Playing { media_id: m, .. } if m == media_id) {
+                    self.advance(now);
+                }
+            }
+            Input::RecordingStarted {
+                media_id,
+                recording_id,
+            } => {
+                if matches!(self.state, State::StartingRecording { media_id: m } if m == media_id) {
+                    self.variables
+                        .insert(VARIABLE_RECORDING_ID.to_owned(), recording_id);
                     self.advance(now);
                 }
             }
@@ -399,6 +473,57 @@ impl Interpreter {
                     next_on_digit: false,
                 })
             }
+            Step::DigitsSend(send) => {
+                let digits = self.render(&send.digits);
+                if digits.is_empty() {
+                    return Flow::Next;
+                }
+                if let Err(message) = check_dtmf_keys(&digits) {
+                    return Flow::End(EndReason::Error(format!("digits_send: {message}")));
+                }
+                let media_id = self.new_media_id();
+                self.commands.push_back(Command::SendDigits {
+                    media_id,
+                    digits,
+                    duration_ms: send.duration_ms,
+                    interval_ms: send.interval_ms,
+                });
+                Flow::Wait(State::Playing {
+                    media_id,
+                    next_on_digit: false,
+                })
+            }
+            Step::Echo { duration, dtmf } => {
+                let media_id = self.new_media_id();
+                self.commands.push_back(Command::Echo {
+                    media_id,
+                    duration: Some(*duration),
+                    dtmf: *dtmf,
+                });
+                Flow::Wait(State::Playing {
+                    media_id,
+                    next_on_digit: false,
+                })
+            }
+            Step::RecordingStart(start) => {
+                let media_id = self.new_media_id();
+                let on_end_flow_id =
+                    Some(self.render(&start.on_end_flow_id)).filter(|id| !is_unset_id(id));
+                self.commands.push_back(Command::RecordingStart {
+                    media_id,
+                    format: start.format,
+                    end_of_silence: start.end_of_silence,
+                    end_of_key: start.end_of_key,
+                    max_duration: start.max_duration,
+                    beep_start: start.beep_start,
+                    on_end_flow_id,
+                });
+                Flow::Wait(State::StartingRecording { media_id })
+            }
+            Step::RecordingStop => {
+                self.commands.push_back(Command::RecordingStop);
+                Flow::Next
+            }
             Step::Sleep { duration } => {
                 if duration.is_zero() {
                     return Flow::Next;
@@ -549,10 +674,14 @@ enum State {
     NotStarted,
     /// For [`Input::Answered`].
     Answering,
-    /// For the end of this media.
+    /// For the end of this media (talk, play, beep, digits_send, echo).
     Playing {
         media_id: u64,
         next_on_digit: bool,
+    },
+    /// For [`Input::RecordingStarted`] (or the failure) of this recording.
+    StartingRecording {
+        media_id: u64,
     },
     /// For the timer (`None`: a duration too long to represent, so never).
     Sleeping {
@@ -570,7 +699,9 @@ enum State {
 impl State {
     fn media_id(&self) -> Option<u64> {
         match self {
-            Self::Playing { media_id, .. } => Some(*media_id),
+            Self::Playing { media_id, .. } | Self::StartingRecording { media_id } => {
+                Some(*media_id)
+            }
             _ => None,
         }
     }

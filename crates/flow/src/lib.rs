@@ -5,7 +5,10 @@
 //!
 //! - **The action model** ([`ActionType`], [`Action`]): `{id, next_id, type, option}` objects as
 //!   VoIPBIN defines them. Every VoIPBIN type name is recognised; the ones this version can run are
-//!   those for which [`ActionType::is_supported`] is true.
+//!   those for which [`ActionType::is_supported`] is true: `answer`, `beep`, `branch`,
+//!   `condition_variable`, `digits_receive`, `digits_send`, `echo`, `goto`, `hangup`, `play`,
+//!   `recording_start`, `recording_stop`, `sleep`, `stop`, `stream_echo`, `talk` and
+//!   `variable_set`.
 //! - **[`compile`]**: parse-don't-validate. A JSON array of actions becomes an immutable
 //!   [`Program`] in which every `next_id` and target id is already resolved, or a list of
 //!   [`Diagnostic`]s, each with the JSON path of the bad field (`actions[3].option.target_ids["2"]`).
@@ -73,9 +76,10 @@
 //! - `talk` with `digits_handle: "next"`: a key during the talk emits [`Command::StopMedia`] and
 //!   moves on. Media ids are unique per run, so stale completions are ignored.
 //! - `${name}` is substituted into the free-text string options of an action right before it runs
-//!   (`text`, `language`, `gender`, `stream_urls`, `key`, `value`, `value_string`, `reason`; see
-//!   [`substitute`]). Ids and enumerated options (`condition`, `value_type`, `digits_handle`) are
-//!   resolved by `compile` and not templated. The `variable` of `branch` and `condition_variable`
+//!   (`text`, `language`, `gender`, `stream_urls`, `key`, `value`, `value_string`, `reason`,
+//!   `digits`, `on_end_flow_id`; see [`substitute`]). Ids and enumerated options (`condition`,
+//!   `value_type`, `digits_handle`, `format`, `end_of_key`) are resolved by `compile` and not
+//!   templated. The `variable` of `branch` and `condition_variable`
 //!   is a variable name; `"${name}"` is accepted as the same name, and any other template in a
 //!   `condition_variable`'s `variable` is rendered and compared as text (VoIPBIN's code
 //!   substitutes the whole option first, so both spellings occur in the wild).
@@ -85,6 +89,26 @@
 //!   `false_target_id` (or the next action if unset). `number` parses the variable as `f64` (not a
 //!   number: the condition is false); `length` compares the character count; `string` compares
 //!   text lexicographically.
+//! - `digits_send` emits [`Command::SendDigits`] and waits for its [`Input::MediaFinished`].
+//!   `digits` may hold only `0`-`9`, `A`-`D`, `#`, `*`, at most 100 keys: checked by `compile`
+//!   when the option has no `${}`, otherwise after rendering, where a bad key ends the run with
+//!   [`EndReason::Error`] naming it (digits that render empty send nothing and move on).
+//!   `duration` is 100-1000 ms per key (absent or `0`: 250 ms), `interval` 0-5000 ms between
+//!   keys (absent: 100 ms; `0` means no pause). VoIPBIN leaves both defaults to Asterisk, so
+//!   these are voxflow's choices.
+//! - `echo` and `stream_echo` emit [`Command::Echo`] (`dtmf: true` for `stream_echo`, which
+//!   sends the caller's DTMF back as well) and wait for its [`Input::MediaFinished`]; `duration`
+//!   in ms, absent or `0` meaning 180 s as in VoIPBIN's call-manager. Keys pressed meanwhile
+//!   overwrite `voipbin.call.digits` as during any action other than `digits_receive`.
+//! - `recording_start` emits [`Command::RecordingStart`] and waits only for the recording to
+//!   begin: [`Input::RecordingStarted`] stores its id in `voipbin.recording.id`
+//!   ([`VARIABLE_RECORDING_ID`]) and moves on while the shell keeps recording in the background.
+//!   `format` is `wav` (default), `mp3` or `ogg`; `end_of_silence` and `duration` are seconds
+//!   (`0`: no limit); `end_of_key` is `""`/`"none"`, `"any"`, `"*"` or `"#"`, anything else a
+//!   compile error; `on_end_flow_id` is carried in the command (unset: `None`). The shell may
+//!   refuse a format it cannot write with [`Input::MediaFailed`], which ends the run.
+//!   `recording_stop` emits [`Command::RecordingStop`] and moves on at once (no reply);
+//!   `voipbin.recording.id` keeps the last recording's id.
 //! - Known options this version cannot honour are refused by `compile` rather than ignored:
 //!   `talk` with `async: true`, `hangup` with a `reference_id`.
 //! - `variable_set` may write any key, including the reserved `voipbin.*` namespace (so a flow can,
@@ -94,8 +118,9 @@
 //!   continues (VoIPBIN logs `variable_set` errors and continues).
 //! - Each action start counts towards [`Limits::max_executions`]; the next start beyond it ends the
 //!   flow with [`EndReason::ExecutionLimit`].
-//! - [`Input::MediaFailed`] for the running action ends the flow with [`EndReason::Error`] (most
-//!   VoIPBIN action errors stop the activeflow).
+//! - [`Input::MediaFailed`] for the running action (talk, play, beep, digits_send, echo,
+//!   stream_echo, recording_start) ends the flow with [`EndReason::Error`] (most VoIPBIN action
+//!   errors stop the activeflow).
 //! - [`Input::CallEnded`] at any point discards unpolled commands and ends the flow with
 //!   [`EndReason::CallEnded`].
 #![warn(missing_docs)]
@@ -107,11 +132,11 @@ mod interpreter;
 mod program;
 mod variable;
 
-pub use action::{ActionId, ActionType};
+pub use action::{ActionId, ActionType, RecordingEndKey, RecordingFormat};
 pub use compile::{Diagnostic, Severity, assign_ids, compile};
 pub use interpreter::{Command, EndReason, ExecutedAction, Input, Interpreter, Limits};
 pub use program::{Action, Program};
 pub use variable::{
-    RESERVED_PREFIX, VARIABLE_CALL_DIGITS, Variables, is_reserved_variable, substitute,
-    substitute_value,
+    RESERVED_PREFIX, VARIABLE_CALL_DIGITS, VARIABLE_RECORDING_ID, Variables, is_reserved_variable,
+    substitute, substitute_value,
 };

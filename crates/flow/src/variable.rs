@@ -14,6 +14,10 @@ pub const RESERVED_PREFIX: &str = "voipbin.";
 /// The variable that collects DTMF digits, and the default variable of `branch`.
 pub const VARIABLE_CALL_DIGITS: &str = "voipbin.call.digits";
 
+/// The id of the recording the last `recording_start` began (set on
+/// [`Input::RecordingStarted`](crate::Input::RecordingStarted); kept after `recording_stop`).
+pub const VARIABLE_RECORDING_ID: &str = "voipbin.recording.id";
+
 /// Whether `name` is in the reserved `voipbin.*` namespace (the API drops such keys when a client
 /// supplies them).
 pub fn is_reserved_variable(name: &str) -> bool {

@@ -1,4 +1,5 @@
-//! Every example flow under `tests/flows/` compiles, without warnings.
+//! Every example flow under `tests/flows/` compiles, without warnings; so do the examples of the
+//! action reference (`docs/flow-actions.md`), which documents every supported type.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -107,4 +108,41 @@ fn mutated_fixtures_never_panic_and_report_action_paths() {
             }
         }
     }
+}
+
+#[test]
+fn action_reference_documents_every_supported_type_with_valid_examples() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/flow-actions.md");
+    let text = std::fs::read_to_string(&path).expect("docs/flow-actions.md exists");
+    let (supported_part, unsupported_part) = text
+        .split_once("## Recognised, not supported yet")
+        .expect("the unsupported section");
+    for t in flow::ActionType::ALL {
+        let section = format!("\n### {t}\n");
+        let listed = format!("`{t}`");
+        if t.is_supported() {
+            assert!(supported_part.contains(&section), "no section for {t}");
+            assert!(
+                !unsupported_part.contains(&listed),
+                "{t} listed as unsupported"
+            );
+        } else {
+            assert!(!supported_part.contains(&section), "{t} has a section");
+            assert!(unsupported_part.contains(&listed), "{t} not listed");
+        }
+    }
+    // Every single-action example validates, apart from ids of actions it does not show.
+    let mut examples = 0;
+    for block in text.split("```json\n").skip(1) {
+        let json = block.split("\n```").next().unwrap_or_default();
+        let action: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("invalid example JSON {json}: {e}"));
+        if let Err(diags) = flow::compile(&serde_json::Value::Array(vec![action])) {
+            for d in diags.iter().filter(|d| d.severity == flow::Severity::Error) {
+                assert!(d.message.starts_with("no action has the id"), "{json}: {d}");
+            }
+        }
+        examples += 1;
+    }
+    assert!(examples >= 17, "found {examples} examples");
 }

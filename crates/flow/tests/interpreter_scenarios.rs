@@ -995,6 +995,293 @@ fn start_is_idempotent_and_digits_before_start_are_type_ahead() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// digits_send, echo, stream_echo, recording_start, recording_stop
+
+const BAD_KEY: &str = "allowed: 0-9, A-D, # and *";
+
+fn send(media_id: u64, digits: &str, duration_ms: u32, interval_ms: u32) -> Command {
+    Command::SendDigits {
+        media_id,
+        digits: digits.into(),
+        duration_ms,
+        interval_ms,
+    }
+}
+
+fn echo(media_id: u64, ms: u64, dtmf: bool) -> Command {
+    Command::Echo {
+        media_id,
+        duration: Some(Duration::from_millis(ms)),
+        dtmf,
+    }
+}
+
+#[test]
+fn digits_send_waits_for_the_shell_and_keeps_digit_semantics() {
+    let mut run = Run::new(program(json!([
+        {"type": "digits_send", "option": {"digits": "1234#", "duration": 500, "interval": 500}},
+        {"type": "digits_send", "option": {"digits": "9"}},
+        {"type": "hangup"},
+    ])));
+    assert_eq!(run.input(0, Input::Start), [send(1, "1234#", 500, 500)]);
+    assert_eq!(run.timer_ms(), None, "the shell times the keys");
+    // A key from the caller meanwhile overwrites the buffer and does not end the send.
+    assert_eq!(run.input(100, Input::Digit('7')), []);
+    assert_eq!(run.input(200, Input::Digit('8')), []);
+    assert_eq!(run.var("voipbin.call.digits"), Some("8"));
+    assert_eq!(run.input(300, Input::MediaFinished { media_id: 9 }), []);
+    assert_eq!(
+        run.input(4500, Input::MediaFinished { media_id: 1 }),
+        [send(2, "9", 250, 100)],
+        "absent duration and interval default to 250 and 100 ms"
+    );
+    assert_eq!(
+        run.input(4800, Input::MediaFinished { media_id: 2 }),
+        hangup_normal()
+    );
+}
+
+#[test]
+fn digits_send_templates_are_checked_when_the_action_runs() {
+    let p = program(json!([
+        {"type": "digits_send", "option": {"digits": "${pin}", "interval": 0}},
+        {"type": "hangup"},
+    ]));
+    let run_with = |pin: &str| {
+        let mut run = Run::with(Arc::clone(&p), vars(&[("pin", pin)]), Limits::default());
+        run.input(0, Input::Start)
+    };
+    assert_eq!(run_with("99#*"), [send(1, "99#*", 250, 0)]);
+    assert_eq!(
+        run_with("12x4"),
+        [finished(EndReason::Error(format!(
+            "digits_send: invalid DTMF key 'x' at position 3; {BAD_KEY}"
+        )))]
+    );
+    assert_eq!(
+        run_with("1a"),
+        [finished(EndReason::Error(format!(
+            "digits_send: invalid DTMF key 'a' at position 2; {BAD_KEY}"
+        )))],
+        "lowercase is not in the allowed set"
+    );
+    assert_eq!(
+        run_with(&"5".repeat(101)),
+        [finished(EndReason::Error(
+            "digits_send: 101 keys; at most 100 can be sent".into()
+        ))]
+    );
+    assert_eq!(
+        run_with(""),
+        hangup_normal(),
+        "nothing to send: move on at once"
+    );
+}
+
+#[test]
+fn digits_send_can_replay_what_the_caller_typed() {
+    let mut run = Run::new(program(json!([
+        {"type": "digits_receive", "option": {"length": 3}},
+        {"type": "digits_send", "option": {"digits": "${voipbin.call.digits}"}},
+    ])));
+    assert_eq!(run.input(0, Input::Start), []);
+    run.input(10, Input::Digit('4'));
+    run.input(20, Input::Digit('b'));
+    assert_eq!(run.input(30, Input::Digit('#')), [send(1, "4B#", 250, 100)]);
+    assert_eq!(
+        run.input(
+            40,
+            Input::MediaFailed {
+                media_id: 1,
+                reason: "no telephone-event negotiated".into()
+            }
+        ),
+        [finished(EndReason::Error(
+            "digits_send failed: no telephone-event negotiated".into()
+        ))]
+    );
+}
+
+#[test]
+fn echo_runs_until_the_shell_reports_its_end_and_digits_overwrite() {
+    let mut run = Run::new(program(json!([
+        {"type": "echo", "option": {"duration": 30000}},
+        {"type": "stream_echo"},
+        {"type": "digits_receive", "option": {"length": 1}},
+        {"type": "branch", "option": {"target_ids": {"2": "two"}}},
+        {"type": "hangup"},
+        {"id": "two", "type": "stop"},
+    ])));
+    assert_eq!(run.input(0, Input::Start), [echo(1, 30_000, false)]);
+    assert_eq!(run.timer_ms(), None);
+    assert_eq!(run.input(1000, Input::Digit('1')), []);
+    assert_eq!(run.input(2000, Input::Digit('2')), []);
+    assert_eq!(
+        run.var("voipbin.call.digits"),
+        Some("2"),
+        "echo is not digits_receive: each key overwrites"
+    );
+    assert_eq!(
+        run.input(30_000, Input::MediaFinished { media_id: 1 }),
+        [echo(2, 180_000, true)],
+        "stream_echo echoes DTMF too; absent duration is 180 s"
+    );
+    assert_eq!(run.input(31_000, Input::Digit('5')), []);
+    assert_eq!(run.input(32_000, Input::Digit('2')), []);
+    // The last key before the end is type-ahead for digits_receive, which completes on entry.
+    assert_eq!(
+        run.input(210_000, Input::MediaFinished { media_id: 2 }),
+        [finished(EndReason::Stopped)]
+    );
+    assert_eq!(run.path(), ["#0", "#1", "#2", "#3", "two"]);
+}
+
+#[test]
+fn echo_ends_with_the_call_or_a_failure() {
+    let p = program(json!([{"type": "echo", "option": {"duration": 0}}, {"type": "hangup"}]));
+    let mut run = Run::new(Arc::clone(&p));
+    assert_eq!(run.input(0, Input::Start), [echo(1, 180_000, false)]);
+    assert_eq!(
+        run.input(500, Input::CallEnded),
+        [finished(EndReason::CallEnded)]
+    );
+    let mut run = Run::new(p);
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            5,
+            Input::MediaFailed {
+                media_id: 1,
+                reason: "no media session".into()
+            }
+        ),
+        [finished(EndReason::Error(
+            "echo failed: no media session".into()
+        ))]
+    );
+}
+
+#[test]
+fn voicemail_records_in_the_background() {
+    let mut run = Run::with(
+        fixture("voicemail.json"),
+        vars(&[("voicemail.flow_id", "5e0c1cbe-0d44-4c1a-9df3-1d8e2c6a0f11")]),
+        Limits::default(),
+    );
+    assert_eq!(run.input(0, Input::Start), [Command::Answer]);
+    let greeting = "Please leave a message after the beep, then press the pound key.";
+    assert_eq!(run.input(10, Input::Answered), [talk(1, greeting)]);
+    let start = Command::RecordingStart {
+        media_id: 2,
+        format: flow::RecordingFormat::Wav,
+        end_of_silence: Some(Duration::from_secs(5)),
+        end_of_key: Some(flow::RecordingEndKey::Hash),
+        max_duration: Some(Duration::from_secs(120)),
+        beep_start: true,
+        on_end_flow_id: Some("5e0c1cbe-0d44-4c1a-9df3-1d8e2c6a0f11".into()),
+    };
+    assert_eq!(
+        run.input(4000, Input::MediaFinished { media_id: 1 }),
+        [start]
+    );
+    assert_eq!(run.interp.current_action_id(), Some("record"));
+    // Only RecordingStarted for this id moves on; a key meanwhile is type-ahead as usual.
+    assert_eq!(run.input(4100, Input::MediaFinished { media_id: 2 }), []);
+    let stale = Input::RecordingStarted {
+        media_id: 1,
+        recording_id: "stale".into(),
+    };
+    assert_eq!(run.input(4200, stale), []);
+    assert_eq!(run.input(4300, Input::Digit('3')), []);
+    assert_eq!(run.var("voipbin.recording.id"), None);
+    let started = Input::RecordingStarted {
+        media_id: 2,
+        recording_id: "rec-42".into(),
+    };
+    assert_eq!(run.input(4500, started.clone()), []);
+    assert_eq!(run.var(flow::VARIABLE_RECORDING_ID), Some("rec-42"));
+    assert_eq!(run.interp.current_action_id(), Some("wait"));
+    assert_eq!(run.timer_ms(), Some(124_500));
+    // A repeated reply changes nothing.
+    assert_eq!(run.input(4600, started), []);
+    run.input(9000, Input::Digit('5'));
+    let out = run.input(20_000, Input::Digit('#'));
+    assert_eq!(
+        out,
+        [
+            Command::RecordingStop,
+            talk(3, "Thank you. Your message rec-42 was saved."),
+        ],
+        "recording_stop completes at once"
+    );
+    assert_eq!(
+        run.var("voipbin.recording.id"),
+        Some("rec-42"),
+        "kept after stop"
+    );
+    assert_eq!(
+        run.input(23_000, Input::MediaFinished { media_id: 3 }),
+        hangup_normal()
+    );
+    assert_eq!(
+        run.path(),
+        [
+            "answer", "greeting", "record", "wait", "stop", "thanks", "bye"
+        ]
+    );
+}
+
+#[test]
+fn recording_start_failure_ends_the_flow() {
+    let mut run = Run::new(program(json!([
+        {"type": "recording_start", "option": {"format": "mp3", "end_of_key": "any",
+                                               "on_end_flow_id": "00000000-0000-0000-0000-000000000000"}},
+        {"type": "hangup"},
+    ])));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [Command::RecordingStart {
+            media_id: 1,
+            format: flow::RecordingFormat::Mp3,
+            end_of_silence: None,
+            end_of_key: Some(flow::RecordingEndKey::Any),
+            max_duration: None,
+            beep_start: false,
+            on_end_flow_id: None,
+        }]
+    );
+    assert_eq!(
+        run.input(
+            5,
+            Input::MediaFailed {
+                media_id: 1,
+                reason: "mp3 encoding is not available".into()
+            }
+        ),
+        [finished(EndReason::Error(
+            "recording_start failed: mp3 encoding is not available".into()
+        ))]
+    );
+    assert_eq!(run.var("voipbin.recording.id"), None);
+}
+
+#[test]
+fn recording_stop_alone_moves_on() {
+    let mut run = Run::new(program(json!([
+        {"type": "recording_stop"},
+        {"type": "recording_stop"},
+    ])));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [
+            Command::RecordingStop,
+            Command::RecordingStop,
+            finished(EndReason::Completed)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Robustness
 
 /// A tiny deterministic generator (xorshift64), so the test needs no RNG crate.
@@ -1019,6 +1306,8 @@ fn random_inputs_never_panic_and_finish_exactly_once() {
         "pin_entry.json",
         "voipbin_uuid_ids.json",
         "conditions.json",
+        "voicemail.json",
+        "echo_test.json",
     ];
     let keys = b"0123456789*#ABCDax!";
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -1048,6 +1337,13 @@ fn random_inputs_never_panic_and_finish_exactly_once() {
                         },
                     ),
                     7 if rng.below(30) == 0 => run.input(ms, Input::CallEnded),
+                    8 if rng.below(2) == 0 => run.input(
+                        ms,
+                        Input::RecordingStarted {
+                            media_id: last_media.saturating_sub(rng.below(2)),
+                            recording_id: "rec".into(),
+                        },
+                    ),
                     _ => {
                         if let Some(t) = run.timer_ms() {
                             ms = ms.max(t);
@@ -1060,7 +1356,10 @@ fn random_inputs_never_panic_and_finish_exactly_once() {
                     match command {
                         Command::Talk { media_id, .. }
                         | Command::Play { media_id, .. }
-                        | Command::Beep { media_id } => {
+                        | Command::Beep { media_id }
+                        | Command::SendDigits { media_id, .. }
+                        | Command::Echo { media_id, .. }
+                        | Command::RecordingStart { media_id, .. } => {
                             assert!(media_id > last_media, "media ids are fresh");
                             last_media = media_id;
                         }
