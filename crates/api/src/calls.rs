@@ -38,6 +38,9 @@ pub(crate) struct CallView {
     tm_progressing: Option<String>,
     tm_hangup: Option<String>,
     tm_update: String,
+    /// Recordings of the call, oldest first (on `GET /v1.0/calls/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording_ids: Option<Vec<Uuid>>,
 }
 
 impl From<store::CallRecord> for CallView {
@@ -63,6 +66,7 @@ impl From<store::CallRecord> for CallView {
             tm_progressing: c.tm_progressing,
             tm_hangup: c.tm_hangup,
             tm_update: c.tm_update,
+            recording_ids: None,
         }
     }
 }
@@ -77,7 +81,11 @@ pub(crate) async fn get(
         .call(account.id, path_id(&id)?)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(call.into()))
+    let recordings = state.store.recordings_of_call(account.id, call.id).await?;
+    Ok(Json(CallView {
+        recording_ids: Some(recordings.iter().map(|r| r.id).collect()),
+        ..call.into()
+    }))
 }
 
 pub(crate) async fn list(

@@ -15,6 +15,7 @@ mod error;
 mod flows;
 mod json;
 mod numbers;
+mod recordings;
 mod trunks;
 
 use std::sync::Arc;
@@ -51,6 +52,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/calls", get(calls::list).post(calls::create))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/recordings", get(recordings::list))
+        .route(
+            "/v1.0/recordings/{id}",
+            get(recordings::get).delete(recordings::delete),
+        )
+        .route("/v1.0/recordings/{id}/file", get(recordings::file))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }

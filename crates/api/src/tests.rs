@@ -16,6 +16,11 @@ const TOKEN: &str = "test-token";
 
 /// The API on a real store and a real call engine (SIP on a loopback port of its own).
 async fn app() -> axum::Router {
+    app_and_store().await.0
+}
+
+/// [`app`], with its store for tests that plant records the API only reads.
+async fn app_and_store() -> (axum::Router, Arc<store::SqliteStore>) {
     let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
     store
         .bootstrap(Some(TOKEN), &store::utc_now())
@@ -32,10 +37,11 @@ async fn app() -> axum::Router {
     )
     .await
     .unwrap();
-    router(AppState {
-        store,
+    let app = router(AppState {
+        store: store.clone(),
         engine: Arc::new(engine),
-    })
+    });
+    (app, store)
 }
 
 async fn send(
@@ -350,4 +356,407 @@ async fn api_devices_keep_only_hashes_and_unique_usernames() {
             .0,
         StatusCode::NO_CONTENT
     );
+}
+
+/// A directory under the system temp dir, removed when dropped (also when a test fails).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("voxflow-api-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("recordings")).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A 16-bit 8 kHz PCM WAV of `frames` frames of `channels` channels, each sample distinct.
+fn wav(channels: u16, frames: u32) -> Vec<u8> {
+    let data_len = frames * u32::from(channels) * 2;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&(8000 * u32::from(channels) * 2).to_le_bytes());
+    out.extend_from_slice(&(channels * 2).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..frames * u32::from(channels) {
+        out.extend_from_slice(&((i % 65_521) as u16).to_le_bytes());
+    }
+    out
+}
+
+/// A recording of `account` that has ended, its WAV written into `dir` when `bytes` is given.
+fn ended_recording(
+    account: uuid::Uuid,
+    call: uuid::Uuid,
+    tm_start: &str,
+    dir: &Scratch,
+    bytes: Option<&[u8]>,
+) -> store::RecordingRecord {
+    let id = uuid::Uuid::new_v4();
+    let path = dir.0.join("recordings").join(format!("{id}.wav"));
+    if let Some(bytes) = bytes {
+        std::fs::write(&path, bytes).unwrap();
+    }
+    store::RecordingRecord {
+        id,
+        account_id: account,
+        call_id: call,
+        status: "ended".into(),
+        format: "wav".into(),
+        channels: 2,
+        path: path.display().to_string(),
+        duration_ms: 10_000,
+        end_reason: "hangup".into(),
+        tm_start: tm_start.into(),
+        tm_end: Some("2026-11-21T11:00:00.000000Z".into()),
+        tm_update: "2026-11-21T11:00:00.000000Z".into(),
+    }
+}
+
+/// A GET with optional extra headers; the raw status, headers and body.
+async fn fetch(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    range: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, axum::body::Bytes) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(range) = range {
+        req = req.header("range", range);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+    (parts.status, parts.headers, bytes)
+}
+
+#[tokio::test]
+async fn api_recordings_list_newest_first_filter_by_call_and_show_on_the_call() {
+    let (app, store) = app_and_store().await;
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let dir = Scratch::new();
+    let call = store::CallRecord {
+        id: uuid::Uuid::new_v4(),
+        account_id: account,
+        flow_id: None,
+        direction: "incoming".into(),
+        status: "hangup".into(),
+        source_type: "tel".into(),
+        source_target: "+15550001".into(),
+        destination_type: "tel".into(),
+        destination_target: "+15550100".into(),
+        hangup_reason: "normal".into(),
+        hangup_by: "remote".into(),
+        sip_call_id: "abc@host".into(),
+        tm_create: "2026-11-21T10:00:00.000000Z".into(),
+        tm_ringing: None,
+        tm_progressing: None,
+        tm_hangup: None,
+        tm_update: "2026-11-21T10:00:00.000000Z".into(),
+    };
+    store.insert_call(&call).await.unwrap();
+    let first = ended_recording(account, call.id, "2026-11-21T10:00:01.000000Z", &dir, None);
+    let other = ended_recording(
+        account,
+        uuid::Uuid::new_v4(),
+        "2026-11-21T10:00:02.000000Z",
+        &dir,
+        None,
+    );
+    let second = ended_recording(account, call.id, "2026-11-21T10:00:03.000000Z", &dir, None);
+    for r in [&first, &other, &second] {
+        store.create_recording(r).await.unwrap();
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, list) = send(&app, "GET", "/v1.0/recordings", None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        ids(&list),
+        [second.id, other.id, first.id].map(|id| id.to_string())
+    );
+    assert_eq!(list["next_page_token"], Value::Null);
+    let one = &list["result"][2];
+    assert_eq!(
+        *one,
+        json!({"id": first.id, "customer_id": account, "call_id": call.id, "status": "ended",
+            "format": "wav", "channels": 2, "duration_ms": 10_000, "end_reason": "hangup",
+            "tm_start": "2026-11-21T10:00:01.000000Z", "tm_end": "2026-11-21T11:00:00.000000Z",
+            "tm_update": "2026-11-21T11:00:00.000000Z"})
+    );
+    let (status, got) = send(&app, "GET", &format!("/v1.0/recordings/{}", first.id), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, *one);
+
+    // Pages of one, following the tokens, with and without the call filter.
+    for (filter, expected) in [
+        ("", vec![second.id, other.id, first.id]),
+        (&*format!("&call_id={}", call.id), vec![second.id, first.id]),
+    ] {
+        let mut seen = Vec::new();
+        let mut uri = format!("/v1.0/recordings?page_size=1{filter}");
+        loop {
+            let (status, page) = send(&app, "GET", &uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(ids(&page));
+            match page["next_page_token"].as_str() {
+                Some(token) => {
+                    uri = format!("/v1.0/recordings?page_size=1{filter}&page_token={token}");
+                }
+                None => break,
+            }
+        }
+        let expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
+        assert_eq!(seen, expected, "{filter}");
+    }
+    let (status, none) = send(
+        &app,
+        "GET",
+        &format!("/v1.0/recordings?call_id={}", uuid::Uuid::new_v4()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(none["result"], json!([]));
+    let (status, err) = send(&app, "GET", "/v1.0/recordings?call_id=nope", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["errors"][0]["path"], "call_id");
+
+    let (status, shown) = send(&app, "GET", &format!("/v1.0/calls/{}", call.id), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["recording_ids"], json!([first.id, second.id]));
+}
+
+#[tokio::test]
+async fn api_recording_file_streams_exact_bytes_and_ranges() {
+    let (app, store) = app_and_store().await;
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let dir = Scratch::new();
+    // Larger than one 64 KiB body chunk.
+    let bytes = wav(2, 40_000);
+    let len = bytes.len();
+    let r = ended_recording(
+        account,
+        uuid::Uuid::new_v4(),
+        "2026-11-21T10:00:00.000000Z",
+        &dir,
+        Some(&bytes),
+    );
+    store.create_recording(&r).await.unwrap();
+    let uri = format!("/v1.0/recordings/{}/file", r.id);
+
+    let (status, headers, body) = fetch(&app, "GET", &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "audio/wav");
+    assert_eq!(headers["content-length"], len.to_string().as_str());
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"{}.wav\"", r.id).as_str()
+    );
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert!(body[..] == bytes[..], "the body differs from the file");
+
+    let (status, headers, body) = fetch(&app, "GET", &uri, Some("bytes=0-43")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 0-43/{len}").as_str()
+    );
+    assert_eq!(headers["content-length"], "44");
+    assert_eq!(&body[..], &bytes[..44]);
+
+    let (status, headers, body) = fetch(&app, "GET", &uri, Some("bytes=-70000")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes {}-{}/{len}", len - 70_000, len - 1).as_str()
+    );
+    assert!(body[..] == bytes[len - 70_000..]);
+
+    let (status, headers, body) = fetch(&app, "GET", &uri, Some(&format!("bytes={len}-"))).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], format!("bytes */{len}").as_str());
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"], "range_not_satisfiable");
+
+    // HEAD answers the headers without the body.
+    let (status, headers, body) = fetch(&app, "HEAD", &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], len.to_string().as_str());
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn api_recording_in_progress_or_without_file_is_refused() {
+    let (app, store) = app_and_store().await;
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let dir = Scratch::new();
+    let live = store::RecordingRecord {
+        status: "recording".into(),
+        duration_ms: 0,
+        end_reason: String::new(),
+        tm_end: None,
+        ..ended_recording(
+            account,
+            uuid::Uuid::new_v4(),
+            "2026-11-21T10:00:00.000000Z",
+            &dir,
+            Some(&wav(1, 100)),
+        )
+    };
+    store.create_recording(&live).await.unwrap();
+    let (status, err) = send(
+        &app,
+        "GET",
+        &format!("/v1.0/recordings/{}/file", live.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(err["error"], "conflict");
+    assert!(
+        err["message"].as_str().unwrap().contains("in progress"),
+        "{err}"
+    );
+    let (status, _) = send(
+        &app,
+        "DELETE",
+        &format!("/v1.0/recordings/{}", live.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(std::path::Path::new(&live.path).exists());
+    assert_eq!(
+        send(&app, "GET", &format!("/v1.0/recordings/{}", live.id), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let gone = ended_recording(
+        account,
+        uuid::Uuid::new_v4(),
+        "2026-11-21T10:00:00.000000Z",
+        &dir,
+        None,
+    );
+    store.create_recording(&gone).await.unwrap();
+    let (status, err) = send(
+        &app,
+        "GET",
+        &format!("/v1.0/recordings/{}/file", gone.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"], "not_found");
+    assert!(
+        err["message"].as_str().unwrap().contains("file is missing"),
+        "{err}"
+    );
+    // Its record can still be deleted.
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            &format!("/v1.0/recordings/{}", gone.id),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn api_recording_delete_removes_record_and_file() {
+    let (app, store) = app_and_store().await;
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let dir = Scratch::new();
+    let r = ended_recording(
+        account,
+        uuid::Uuid::new_v4(),
+        "2026-11-21T10:00:00.000000Z",
+        &dir,
+        Some(&wav(1, 800)),
+    );
+    store.create_recording(&r).await.unwrap();
+    let uri = format!("/v1.0/recordings/{}", r.id);
+    assert_eq!(
+        send(&app, "DELETE", &uri, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!std::path::Path::new(&r.path).exists());
+    assert_eq!(send(&app, "GET", &uri, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, "GET", &format!("{uri}/file"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, "DELETE", &uri, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn api_recordings_of_another_account_are_not_found() {
+    let (app, store) = app_and_store().await;
+    let dir = Scratch::new();
+    let theirs = ended_recording(
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        "2026-11-21T10:00:00.000000Z",
+        &dir,
+        Some(&wav(1, 800)),
+    );
+    store.create_recording(&theirs).await.unwrap();
+    for (method, uri) in [
+        ("GET", format!("/v1.0/recordings/{}", theirs.id)),
+        ("GET", format!("/v1.0/recordings/{}/file", theirs.id)),
+        ("DELETE", format!("/v1.0/recordings/{}", theirs.id)),
+        ("GET", "/v1.0/recordings/not-a-uuid".to_owned()),
+    ] {
+        let (status, err) = send(&app, method, &uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
+        assert_eq!(err["error"], "not_found");
+    }
+    assert!(std::path::Path::new(&theirs.path).exists());
+    let (_, list) = send(&app, "GET", "/v1.0/recordings", None).await;
+    assert_eq!(list["result"], json!([]));
+    let (_, list) = send(
+        &app,
+        "GET",
+        &format!("/v1.0/recordings?call_id={}", theirs.call_id),
+        None,
+    )
+    .await;
+    assert_eq!(list["result"], json!([]));
 }

@@ -14,8 +14,8 @@ mod record;
 mod sqlite;
 
 pub use record::{
-    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RegistrationRecord,
-    TrunkRecord,
+    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RecordingRecord,
+    RegistrationRecord, TrunkRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -128,6 +128,36 @@ pub trait Store: Send + Sync + 'static {
     /// Close every call not in status `hangup` (left over by a crash) with the given reason.
     /// Returns how many were closed.
     async fn close_live_calls(&self, reason: &str, now: &str) -> Result<u64, StoreError>;
+
+    /// Insert a recording (written when recording starts).
+    async fn create_recording(&self, recording: &RecordingRecord) -> Result<(), StoreError>;
+    /// Overwrite a recording with its new state (status, duration, end, path); matched by id
+    /// within its account.
+    async fn update_recording(&self, recording: &RecordingRecord) -> Result<(), StoreError>;
+    /// One recording of `account`.
+    async fn recording(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<RecordingRecord>, StoreError>;
+    /// Recordings of `account`, newest first by `tm_start` (the page cursor is `(tm_start, id)`).
+    async fn list_recordings(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<RecordingRecord>, StoreError>;
+    /// Every recording of one call of `account`, oldest first.
+    async fn recordings_of_call(
+        &self,
+        account: Uuid,
+        call: Uuid,
+    ) -> Result<Vec<RecordingRecord>, StoreError>;
+    /// Delete a recording of `account` (the record only: the caller removes the file); false
+    /// when there was none.
+    async fn delete_recording(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
+    /// Mark every recording still in status `recording` (left over by a crash) `failed`, with
+    /// `reason` as its end reason and `now` as its end. Returns how many were closed.
+    async fn close_live_recordings(&self, reason: &str, now: &str) -> Result<u64, StoreError>;
 }
 
 /// The key a number is stored and looked up by: the digits without a leading `+`.

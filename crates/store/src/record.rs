@@ -89,12 +89,59 @@ pub struct CallRecord {
     pub tm_update: String,
 }
 
+/// A call recording: one WAV file the runtime writes, created when recording starts and
+/// updated when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRecord {
+    /// Recording id (also the file's name: `<id>.wav`).
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// The call it belongs to.
+    pub call_id: Uuid,
+    /// `recording` while the file is being written, then `ended` or `failed`.
+    pub status: String,
+    /// File format: `wav`.
+    pub format: String,
+    /// 1: both directions mixed; 2: the caller on the left, the callee on the right.
+    pub channels: u16,
+    /// Absolute path of the file on this node.
+    pub path: String,
+    /// Length of the audio, milliseconds (0 while recording).
+    pub duration_ms: u64,
+    /// Why it ended: `stop`, `duration`, `silence`, `key`, `hangup` or `error: ...`; empty while
+    /// recording.
+    pub end_reason: String,
+    /// When recording started; the list order.
+    pub tm_start: String,
+    /// When it ended.
+    pub tm_end: Option<String>,
+    /// Last change.
+    pub tm_update: String,
+}
+
+impl RecordingRecord {
+    /// Status of a recording whose file is still being written.
+    pub const RECORDING: &str = "recording";
+    /// Status of a recording that finished and whose file is complete.
+    pub const ENDED: &str = "ended";
+    /// Status of a recording cut short by a write error or a restart.
+    pub const FAILED: &str = "failed";
+
+    /// True while the file is still being written.
+    #[must_use]
+    pub fn is_recording(&self) -> bool {
+        self.status == Self::RECORDING
+    }
+}
+
 /// Keyset pagination over lists ordered newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// At most this many records.
     pub size: u32,
-    /// Only records after this one in list order: the previous page's last `(tm_create, id)`.
+    /// Only records after this one in list order: the previous page's last `(tm_create, id)`
+    /// (`(tm_start, id)` for recordings).
     pub after: Option<(String, String)>,
 }
 

@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use crate::{
-    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RegistrationRecord, Store,
-    StoreError, TrunkRecord, hash_token, normalize_number,
+    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RecordingRecord,
+    RegistrationRecord, Store, StoreError, TrunkRecord, hash_token, normalize_number,
 };
 
 /// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_sip.sql")),
     (3, include_str!("../migrations/sqlite/0003_device_ips.sql")),
+    (4, include_str!("../migrations/sqlite/0004_recordings.sql")),
 ];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
@@ -31,6 +32,13 @@ impl SqliteStore {
     /// Open (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`) and
     /// apply pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate(MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Open the database without migrating it.
+    async fn connect(url: &str) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:");
         let options = SqliteConnectOptions::from_str(url)
             .map_err(backend)?
@@ -48,19 +56,18 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        let store = SqliteStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(SqliteStore { pool })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Apply those of `migrations` not yet recorded in `schema_migrations`.
+    async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL)",
         )
         .execute(&self.pool)
         .await
         .map_err(backend)?;
-        for &(version, sql) in MIGRATIONS {
+        for &(version, sql) in migrations {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                     .bind(version)
@@ -94,11 +101,19 @@ macro_rules! scoped_sql {
         concat!("SELECT * FROM ", $table, " WHERE id = ? AND account_id = ?")
     };
     (page $table:literal) => {
+        scoped_sql!(page $table by "tm_create")
+    };
+    (page $table:literal by $time:literal) => {
         concat!(
             "SELECT * FROM ",
             $table,
-            " WHERE account_id = ? AND (tm_create < ? OR (tm_create = ? AND id < ?)) \
-             ORDER BY tm_create DESC, id DESC LIMIT ?"
+            " WHERE account_id = ? AND (",
+            $time,
+            " < ? OR (",
+            $time,
+            " = ? AND id < ?)) ORDER BY ",
+            $time,
+            " DESC, id DESC LIMIT ?"
         )
     };
     (delete $table:literal) => {
@@ -305,6 +320,32 @@ fn trunk_from_row(row: &SqliteRow) -> Result<TrunkRecord, StoreError> {
         tm_create: text(row, "tm_create")?,
         tm_update: text(row, "tm_update")?,
     })
+}
+
+fn recording_from_row(row: &SqliteRow) -> Result<RecordingRecord, StoreError> {
+    let channels: i64 = row.try_get("channels").map_err(backend)?;
+    let duration: i64 = row.try_get("duration_ms").map_err(backend)?;
+    Ok(RecordingRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        call_id: uuid_col(row, "call_id")?,
+        status: text(row, "status")?,
+        format: text(row, "format")?,
+        channels: u16::try_from(channels)
+            .map_err(|e| StoreError::Corrupt(format!("channels: {e}")))?,
+        path: text(row, "path")?,
+        duration_ms: u64::try_from(duration)
+            .map_err(|e| StoreError::Corrupt(format!("duration_ms: {e}")))?,
+        end_reason: text(row, "end_reason")?,
+        tm_start: text(row, "tm_start")?,
+        tm_end: opt_text(row, "tm_end")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+/// A duration as SQLite stores it (a signed 64-bit integer).
+fn duration_col(duration_ms: u64) -> Result<i64, StoreError> {
+    i64::try_from(duration_ms).map_err(|_| StoreError::Backend("duration_ms out of range".into()))
 }
 
 /// `(tm_create, id)` of the last record seen, or a sentinel that sorts after everything.
@@ -716,6 +757,116 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         Ok(done.rows_affected())
     }
+
+    async fn create_recording(&self, recording: &RecordingRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO recordings (id, account_id, call_id, status, format, channels, path, \
+             duration_ms, end_reason, tm_start, tm_end, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(recording.id.to_string())
+        .bind(recording.account_id.to_string())
+        .bind(recording.call_id.to_string())
+        .bind(&recording.status)
+        .bind(&recording.format)
+        .bind(i64::from(recording.channels))
+        .bind(&recording.path)
+        .bind(duration_col(recording.duration_ms)?)
+        .bind(&recording.end_reason)
+        .bind(&recording.tm_start)
+        .bind(&recording.tm_end)
+        .bind(&recording.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "recording"))?;
+        Ok(())
+    }
+
+    async fn update_recording(&self, recording: &RecordingRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE recordings SET status = ?, format = ?, channels = ?, path = ?, duration_ms = ?, \
+             end_reason = ?, tm_end = ?, tm_update = ? WHERE id = ? AND account_id = ?",
+        )
+        .bind(&recording.status)
+        .bind(&recording.format)
+        .bind(i64::from(recording.channels))
+        .bind(&recording.path)
+        .bind(duration_col(recording.duration_ms)?)
+        .bind(&recording.end_reason)
+        .bind(&recording.tm_end)
+        .bind(&recording.tm_update)
+        .bind(recording.id.to_string())
+        .bind(recording.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn recording(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<RecordingRecord>, StoreError> {
+        self.one(
+            scoped_sql!(one "recordings"),
+            account,
+            id,
+            recording_from_row,
+        )
+        .await
+    }
+
+    async fn list_recordings(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        self.page(
+            scoped_sql!(page "recordings" by "tm_start"),
+            account,
+            page,
+            recording_from_row,
+        )
+        .await
+    }
+
+    async fn recordings_of_call(
+        &self,
+        account: Uuid,
+        call: Uuid,
+    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM recordings WHERE call_id = ? AND account_id = ? ORDER BY tm_start, id",
+        )
+        .bind(call.to_string())
+        .bind(account.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(recording_from_row)
+        .collect()
+    }
+
+    async fn delete_recording(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        self.delete(scoped_sql!(delete "recordings"), account, id)
+            .await
+    }
+
+    async fn close_live_recordings(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE recordings SET status = 'failed', end_reason = ?, tm_end = ?, tm_update = ? \
+             WHERE status = 'recording'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[cfg(test)]
@@ -751,6 +902,24 @@ mod tests {
             tm_ringing: Some(tm.into()),
             tm_progressing: None,
             tm_hangup: None,
+            tm_update: tm.into(),
+        }
+    }
+
+    fn recording(account: Uuid, call: Uuid, tm: &str) -> RecordingRecord {
+        let id = Uuid::new_v4();
+        RecordingRecord {
+            id,
+            account_id: account,
+            call_id: call,
+            status: RecordingRecord::RECORDING.into(),
+            format: "wav".into(),
+            channels: 2,
+            path: format!("/var/lib/voxflow/recordings/{id}.wav"),
+            duration_ms: 0,
+            end_reason: String::new(),
+            tm_start: tm.into(),
+            tm_end: None,
             tm_update: tm.into(),
         }
     }
@@ -966,5 +1135,202 @@ mod tests {
         assert!(s.delete_trunk(a.id, t.id).await.unwrap());
         assert!(!s.delete_trunk(a.id, t.id).await.unwrap());
         assert!(s.delete_device(a.id, d.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn store_recordings_round_trip_and_are_scoped() {
+        let s = store().await;
+        let a = account(&s).await;
+        let call = Uuid::new_v4();
+        let r = recording(a.id, call, NOW);
+        s.create_recording(&r).await.unwrap();
+        assert_eq!(s.recording(a.id, r.id).await.unwrap(), Some(r.clone()));
+        assert!(matches!(
+            s.create_recording(&r).await,
+            Err(StoreError::Conflict("recording"))
+        ));
+
+        let ended = RecordingRecord {
+            status: RecordingRecord::ENDED.into(),
+            duration_ms: 61_020,
+            end_reason: "silence".into(),
+            tm_end: Some("2026-11-21T10:01:01.020000Z".into()),
+            tm_update: "2026-11-21T10:01:01.020000Z".into(),
+            ..r.clone()
+        };
+        s.update_recording(&ended).await.unwrap();
+        assert_eq!(s.recording(a.id, r.id).await.unwrap(), Some(ended.clone()));
+        assert!(!ended.is_recording());
+
+        // Another account sees nothing, and cannot change or delete it.
+        let stranger = Uuid::new_v4();
+        assert_eq!(s.recording(stranger, r.id).await.unwrap(), None);
+        assert!(
+            s.list_recordings(stranger, &Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.recordings_of_call(stranger, call)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let hijack = RecordingRecord {
+            account_id: stranger,
+            status: RecordingRecord::FAILED.into(),
+            ..ended.clone()
+        };
+        s.update_recording(&hijack).await.unwrap();
+        assert_eq!(s.recording(a.id, r.id).await.unwrap(), Some(ended.clone()));
+        assert!(!s.delete_recording(stranger, r.id).await.unwrap());
+
+        assert!(s.delete_recording(a.id, r.id).await.unwrap());
+        assert!(!s.delete_recording(a.id, r.id).await.unwrap());
+        assert_eq!(s.recording(a.id, r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn store_recordings_page_newest_first_and_group_by_call() {
+        let s = store().await;
+        let a = account(&s).await;
+        let (first_call, second_call) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut made = Vec::new();
+        for i in 0..5 {
+            let call = if i % 2 == 0 { first_call } else { second_call };
+            let r = recording(a.id, call, &format!("2026-11-21T10:00:0{i}.000000Z"));
+            s.create_recording(&r).await.unwrap();
+            made.push(r);
+        }
+        // Same start as another: must not be skipped across a page boundary.
+        let twin = recording(a.id, first_call, "2026-11-21T10:00:02.000000Z");
+        s.create_recording(&twin).await.unwrap();
+        made.push(twin);
+
+        let mut seen = Vec::new();
+        let mut page = Page {
+            size: 2,
+            after: None,
+        };
+        loop {
+            let got = s.list_recordings(a.id, &page).await.unwrap();
+            let Some(last) = got.last() else { break };
+            page.after = Some((last.tm_start.clone(), last.id.to_string()));
+            seen.extend(got);
+        }
+        let mut expected = made.clone();
+        expected.sort_by(|x, y| (&y.tm_start, y.id).cmp(&(&x.tm_start, x.id)));
+        assert_eq!(seen, expected);
+
+        let of_first = s.recordings_of_call(a.id, first_call).await.unwrap();
+        let starts: Vec<&str> = of_first.iter().map(|r| r.tm_start.as_str()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-11-21T10:00:00.000000Z",
+                "2026-11-21T10:00:02.000000Z",
+                "2026-11-21T10:00:02.000000Z",
+                "2026-11-21T10:00:04.000000Z"
+            ]
+        );
+        assert_eq!(
+            s.recordings_of_call(a.id, second_call).await.unwrap().len(),
+            2
+        );
+        assert!(
+            s.recordings_of_call(a.id, Uuid::new_v4())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn store_close_live_recordings_marks_them_failed() {
+        let s = store().await;
+        let a = account(&s).await;
+        let live = recording(a.id, Uuid::new_v4(), NOW);
+        let done = RecordingRecord {
+            status: RecordingRecord::ENDED.into(),
+            end_reason: "stop".into(),
+            duration_ms: 1_000,
+            tm_end: Some(NOW.into()),
+            ..recording(a.id, Uuid::new_v4(), NOW)
+        };
+        s.create_recording(&live).await.unwrap();
+        s.create_recording(&done).await.unwrap();
+        let later = "2026-11-21T11:00:00.000000Z";
+        assert_eq!(
+            s.close_live_recordings("error: restart", later)
+                .await
+                .unwrap(),
+            1
+        );
+        let got = s.recording(a.id, live.id).await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            RecordingRecord {
+                status: "failed".into(),
+                end_reason: "error: restart".into(),
+                tm_end: Some(later.into()),
+                tm_update: later.into(),
+                ..live
+            }
+        );
+        assert_eq!(s.recording(a.id, done.id).await.unwrap(), Some(done));
+        assert_eq!(
+            s.close_live_recordings("error: restart", later)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn store_migrates_a_version_3_database_keeping_its_rows() {
+        let dir = std::env::temp_dir().join(format!("voxflow-store-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("voxflow.db").display());
+
+        // A database as the previous release left it: migrations 1 to 3, with data.
+        let old = SqliteStore::connect(&url).await.unwrap();
+        old.migrate(&MIGRATIONS[..3]).await.unwrap();
+        let a = account(&old).await;
+        let c = call(a.id, NOW);
+        old.insert_call(&c).await.unwrap();
+        assert!(
+            sqlx::query("SELECT * FROM recordings")
+                .fetch_all(&old.pool)
+                .await
+                .is_err()
+        );
+        old.pool.close().await;
+
+        let s = SqliteStore::open(&url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&s.pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(s.call(a.id, c.id).await.unwrap(), Some(c.clone()));
+        let r = recording(a.id, c.id, NOW);
+        s.create_recording(&r).await.unwrap();
+        assert_eq!(s.recordings_of_call(a.id, c.id).await.unwrap(), vec![r]);
+        s.pool.close().await;
+
+        // Opening again applies nothing twice.
+        let again = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(
+            again
+                .list_recordings(a.id, &Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        again.pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
