@@ -7,7 +7,7 @@
 //!   stops, sequence/timestamp continuity, and RFC 4733 telephone-event reception reported as
 //!   one [`MediaEvent::Dtmf`] per key press.
 //! - [`g711`] (µ-law/A-law), [`rtp`] (packet parse/write), [`tone`] (beep, sines) and
-//!   [`audio`] (WAV decoding and resampling to 8 kHz, run off the media path).
+//!   [`audio`] (WAV/MP3/OGG decoding and resampling to 8 kHz, run off the media path).
 //!
 //! It does no IO, reads no clock and spawns nothing: no sockets, no timers, no tokio. It does
 //! not own the RTP socket, the pacing clock, SDP negotiation (see the `sdp` crate, whose
@@ -25,6 +25,7 @@
 //!     codec: Codec::Pcmu, payload_type: 0, dtmf_payload_type: Some(101),
 //!     ssrc: 0x1234_5678, initial_seq: 1000, initial_timestamp: 160_000,
 //!     remote: Some("198.51.100.7:4000".parse().unwrap()), ptime_ms: 20,
+//!     rtp_timeout_ms: 60_000,
 //! });
 //! session.play(1, media::tone::beep());
 //! let mut packet = Vec::with_capacity(172); // reused for every tick
@@ -38,6 +39,7 @@
 //!     match event {
 //!         MediaEvent::Dtmf { digit, .. } => { let _ = digit; }
 //!         MediaEvent::PlaybackFinished { id } | MediaEvent::PlaybackStopped { id } => { let _ = id; }
+//!         _ => {}
 //!     }
 //! }
 //! ```
@@ -45,11 +47,16 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod audio;
+pub mod dtmf_detect;
 pub mod g711;
+pub mod jitter;
+pub mod mixer;
+pub mod rtcp;
 pub mod rtp;
 mod session;
 mod telephone_event;
 pub mod tone;
 
 pub use sdp::Codec;
-pub use session::{MediaEvent, MediaSession, MediaStats, SessionConfig};
+pub use session::{DtmfSource, FRAME_SAMPLES, MediaEvent, MediaSession, MediaStats, SessionConfig};
+pub use telephone_event::{DtmfPacket, DtmfSender, InvalidDigit};

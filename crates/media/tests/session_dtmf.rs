@@ -24,6 +24,7 @@ fn session() -> MediaSession {
         initial_timestamp: 0,
         remote: Some(peer()),
         ptime_ms: 20,
+        rtp_timeout_ms: 0,
     })
 }
 
@@ -92,7 +93,9 @@ fn digits(session: &mut MediaSession) -> Vec<(char, u32)> {
     let mut out = Vec::new();
     while let Some(event) = session.poll_event() {
         match event {
-            MediaEvent::Dtmf { digit, duration_ms } => out.push((digit, duration_ms)),
+            MediaEvent::Dtmf {
+                digit, duration_ms, ..
+            } => out.push((digit, duration_ms)),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -21,6 +21,7 @@ fn config(codec: Codec) -> SessionConfig {
         initial_timestamp: 1234,
         remote: Some(peer()),
         ptime_ms: 20,
+        rtp_timeout_ms: 0,
     }
 }
 

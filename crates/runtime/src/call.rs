@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use flow::{Command as FlowCommand, EndReason, Input as FlowInput, Interpreter};
+use flow::{RecordingEndKey, RecordingFormat};
 use media::{MediaEvent, MediaSession, SessionConfig};
 use sip::{Dialog, Method, Peer, Request, Response, ServerTxId, Transport, Uri};
 use tokio::sync::mpsc;
@@ -13,7 +14,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::endpoint::{ALLOW, CallKey, Command, EndpointHandle};
-use crate::media_engine::MediaHandle;
+use crate::media_engine::{EngineEvent, MediaHandle, RtpPorts};
+use crate::recording::{self, Recorder, RecordingEnd, RecordingSpec};
 use crate::{Shared, audio, now};
 
 /// What the endpoint forwards to a call.
@@ -129,16 +131,18 @@ struct Call {
     phase: Phase,
     dialog: Option<Dialog>,
     record: Option<store::CallRecord>,
-    /// The local RTP socket until media is attached at answer time.
-    rtp_socket: Option<std::net::UdpSocket>,
+    /// The local RTP and RTCP sockets until media is attached at answer time.
+    rtp_socket: Option<RtpPorts>,
     local_rtp: SocketAddr,
     negotiated: Option<sdp::Negotiated>,
     local_sdp: Option<String>,
     /// Session id and version of our SDP (the version goes up with each new description).
     origin: sdp::Origin,
     media: Option<MediaHandle>,
-    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    media_tx: mpsc::UnboundedSender<EngineEvent>,
     interp: Option<Interpreter>,
+    /// The recording being written, if any.
+    recording: Option<ActiveRecording>,
     /// Media ids whose audio is being prepared (TTS, downloads); stale ones are dropped.
     preparing: HashSet<u64>,
     prepared_tx: mpsc::UnboundedSender<Prepared>,
@@ -184,6 +188,7 @@ async fn run(incoming: Incoming) {
         prepared_tx,
         flow_answered: false,
         session: None,
+        recording: None,
     };
     if !call.setup().await {
         return;
@@ -209,7 +214,7 @@ pub(crate) struct Outgoing {
     pub(crate) invite: Request,
     pub(crate) peer: Peer,
     pub(crate) local_sip: SocketAddr,
-    pub(crate) rtp_socket: std::net::UdpSocket,
+    pub(crate) rtp_socket: RtpPorts,
     pub(crate) local_rtp: SocketAddr,
     pub(crate) origin: sdp::Origin,
     pub(crate) record: store::CallRecord,
@@ -279,6 +284,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 prepared_tx,
                 flow_answered: false,
                 session: None,
+                recording: None,
             };
             let (live_tx, inbox) = live_inbox(inbox);
             call.shared.live.insert(call_id, live_tx);
@@ -320,7 +326,7 @@ impl Call {
     async fn run(
         &mut self,
         mut inbox: Inbox,
-        mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+        mut media_rx: mpsc::UnboundedReceiver<EngineEvent>,
         mut prepared_rx: mpsc::UnboundedReceiver<Prepared>,
     ) {
         let call = self;
@@ -361,6 +367,7 @@ impl Call {
                 else => break,
             }
         }
+        call.close_recording(&mut media_rx).await;
     }
 }
 
@@ -707,7 +714,7 @@ impl Call {
     }
 
     fn attach_media(&mut self) {
-        let Some(socket) = self.rtp_socket.take() else {
+        let Some(ports) = self.rtp_socket.take() else {
             return;
         };
         let (codec, payload_type, dtmf_payload_type, remote) = match &self.negotiated {
@@ -732,13 +739,19 @@ impl Call {
             // The media workers tick every 20 ms; peers accept any ptime we send (RFC 3264 §6.1
             // makes a=ptime a preference), so we always send 20 ms packets.
             ptime_ms: 20,
+            rtp_timeout_ms: self.shared.rtp_timeout_ms,
         });
         match self
             .shared
             .media
-            .attach(socket, session, self.media_tx.clone())
+            .attach(ports, session, self.media_tx.clone())
         {
-            Ok(handle) => self.media = Some(handle),
+            Ok(handle) => {
+                if let Some(n) = &self.negotiated {
+                    handle.set_receiving(expects_media(n));
+                }
+                self.media = Some(handle);
+            }
             Err(e) => tracing::error!(error = %e, "could not start media"),
         }
     }
@@ -1148,6 +1161,9 @@ impl Call {
                                 {
                                     media.set_remote(addr);
                                 }
+                                if let Some(media) = &self.media {
+                                    media.set_receiving(expects_media(&n));
+                                }
                                 self.negotiated = Some(n);
                             }
                             Err(e) => {
@@ -1236,7 +1252,7 @@ impl Call {
                 let digit = dtmf_from_info(&request);
                 self.respond(tx, Response::for_request(&request, 200));
                 if let Some(d) = digit {
-                    self.drive_flow(FlowInput::Digit(d)).await;
+                    self.handle_digit(d).await;
                 }
             }
             Method::Options | Method::Message => {
@@ -1280,6 +1296,9 @@ impl Call {
                     if let (Some(media), Some(addr)) = (&self.media, usable(n.remote_rtp)) {
                         media.set_remote(addr);
                     }
+                    if let Some(media) = &self.media {
+                        media.set_receiving(expects_media(&n));
+                    }
                     self.origin = origin;
                     self.negotiated = Some(n);
                     self.local_sdp = Some(answer);
@@ -1318,17 +1337,167 @@ impl Call {
         self.respond(tx, response);
     }
 
-    async fn handle_media(&mut self, event: MediaEvent) {
-        match event {
-            MediaEvent::Dtmf { digit, .. } => {
-                tracing::debug!(%digit, "dtmf");
-                self.drive_flow(FlowInput::Digit(digit)).await;
+    async fn handle_media(&mut self, event: EngineEvent) {
+        let event = match event {
+            EngineEvent::Media(event) => event,
+            EngineEvent::RecordingDone { recorder, end } => {
+                self.recording_done(*recorder, end).await;
+                return;
             }
-            MediaEvent::PlaybackFinished { id } => {
+        };
+        match event {
+            MediaEvent::Dtmf { digit, source, .. } => {
+                tracing::debug!(%digit, ?source, "dtmf");
+                self.handle_digit(digit).await;
+            }
+            MediaEvent::PlaybackFinished { id }
+            | MediaEvent::DigitsSent { id }
+            | MediaEvent::EchoFinished { id } => {
                 self.drive_flow(FlowInput::MediaFinished { media_id: id })
                     .await;
             }
             MediaEvent::PlaybackStopped { .. } => {}
+            MediaEvent::RtpTimeout { silent_ms } => {
+                tracing::info!(silent_ms, "no RTP from the peer; hanging up");
+                self.hangup("rtp_timeout", 408).await;
+            }
+        }
+    }
+
+    /// A key from the caller (RFC 4733, in-band or SIP INFO): it may end the recording, and it
+    /// goes to the flow.
+    async fn handle_digit(&mut self, digit: char) {
+        if let Some(active) = &self.recording
+            && active.end_of_key.is_some_and(|k| k.matches(digit))
+            && let Some(media) = &self.media
+        {
+            media.stop_recording();
+        }
+        self.drive_flow(FlowInput::Digit(digit)).await;
+    }
+
+    /// `recording_start`: opens the file and the record, and hands the recorder to the media
+    /// worker. The reply to the flow is `RecordingStarted` or `MediaFailed`.
+    async fn start_recording(&mut self, media_id: u64, request: RecordingRequest) -> FlowInput {
+        let failed = |reason: String| FlowInput::MediaFailed { media_id, reason };
+        let (Some(media), Some(call)) = (&self.media, &self.record) else {
+            return failed("the call has no media to record".into());
+        };
+        if let Some(media) = &self.media
+            && request.beep_start
+        {
+            media.play(BEEP_MEDIA_ID, media::tone::beep());
+        }
+        let id = Uuid::new_v4();
+        let spec = RecordingSpec {
+            path: recording::path_for(&self.shared.data_dir, id),
+            channels: 2,
+            max_duration: request.max_duration,
+            end_of_silence: request.end_of_silence,
+        };
+        let path = spec.path.clone();
+        let recorder = match tokio::task::spawn_blocking(move || Recorder::create(id, &spec)).await
+        {
+            Ok(Ok(recorder)) => recorder,
+            Ok(Err(e)) => return failed(format!("cannot create {}: {e}", path.display())),
+            Err(e) => return failed(format!("recording task failed: {e}")),
+        };
+        let now_text = store::utc_now();
+        let record = store::RecordingRecord {
+            id,
+            account_id: call.account_id,
+            call_id: call.id,
+            status: store::RecordingRecord::RECORDING.to_owned(),
+            format: "wav".to_owned(),
+            channels: 2,
+            path: path.display().to_string(),
+            duration_ms: 0,
+            end_reason: String::new(),
+            tm_start: now_text.clone(),
+            tm_end: None,
+            tm_update: now_text,
+        };
+        if let Err(e) = self.shared.store.create_recording(&record).await {
+            tracing::error!(error = %e, "could not store the recording");
+            drop(recorder);
+            let _ = tokio::fs::remove_file(&path).await;
+            return failed(format!("could not store the recording: {e}"));
+        }
+        if request.format != RecordingFormat::Wav {
+            tracing::info!(format = ?request.format, "recording as WAV: no encoder for the format");
+        }
+        media.start_recording(recorder);
+        tracing::info!(recording = %id, "recording started");
+        self.recording = Some(ActiveRecording {
+            id,
+            record,
+            end_of_key: request.end_of_key,
+        });
+        FlowInput::RecordingStarted {
+            media_id,
+            recording_id: id.to_string(),
+        }
+    }
+
+    /// The media worker gave a recording back: finish the file and the record.
+    async fn recording_done(&mut self, recorder: Recorder, end: RecordingEnd) {
+        let id = recorder.id;
+        let active = match self.recording.take() {
+            Some(active) if active.id == id => Some(active),
+            other => {
+                self.recording = other;
+                None
+            }
+        };
+        let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
+        let Some(mut active) = active else {
+            return;
+        };
+        let record = &mut active.record;
+        let now_text = store::utc_now();
+        match finished {
+            Ok(Ok(duration)) => {
+                record.duration_ms = duration.as_millis() as u64;
+                record.status = if matches!(end, RecordingEnd::Error(_)) {
+                    "failed".to_owned()
+                } else {
+                    "ended".to_owned()
+                };
+                record.end_reason = end.as_reason();
+            }
+            Ok(Err(e)) => {
+                record.status = "failed".to_owned();
+                record.end_reason = RecordingEnd::Error(e.to_string()).as_reason();
+            }
+            Err(e) => {
+                record.status = "failed".to_owned();
+                record.end_reason = RecordingEnd::Error(e.to_string()).as_reason();
+            }
+        }
+        record.tm_end = Some(now_text.clone());
+        record.tm_update = now_text;
+        tracing::info!(recording = %id, reason = %record.end_reason, duration_ms = record.duration_ms, "recording ended");
+        if let Err(e) = self.shared.store.update_recording(record).await {
+            tracing::error!(error = %e, "could not update the recording");
+        }
+    }
+
+    /// The call is over: a recording still running comes back from the worker once the media
+    /// is detached; wait for it (bounded) so its file and record are complete.
+    async fn close_recording(&mut self, media_rx: &mut mpsc::UnboundedReceiver<EngineEvent>) {
+        self.media = None;
+        let deadline = tokio::time::Instant::now() + RECORDING_CLOSE_WAIT;
+        while self.recording.is_some() {
+            match tokio::time::timeout_at(deadline, media_rx.recv()).await {
+                Ok(Some(EngineEvent::RecordingDone { recorder, end })) => {
+                    self.recording_done(*recorder, end).await;
+                }
+                Ok(Some(EngineEvent::Media(_))) => {}
+                Ok(None) | Err(_) => {
+                    tracing::warn!("recording not returned by the media worker");
+                    break;
+                }
+            }
         }
     }
 
@@ -1411,6 +1580,7 @@ impl Call {
                     self.preparing.remove(&media_id);
                     if let Some(media) = &self.media {
                         media.stop();
+                        media.stop_echo();
                     }
                 }
                 FlowCommand::Hangup { reason } => {
@@ -1431,7 +1601,75 @@ impl Call {
                     };
                     self.hangup(reason, 480).await;
                 }
+                FlowCommand::SendDigits {
+                    media_id,
+                    digits,
+                    duration_ms,
+                    interval_ms,
+                } => {
+                    self.answer().await;
+                    match &self.media {
+                        Some(media) => {
+                            media.send_digits(media_id, digits, duration_ms, interval_ms)
+                        }
+                        None => self.reply_no_media(media_id),
+                    }
+                }
+                FlowCommand::Echo {
+                    media_id,
+                    duration,
+                    dtmf,
+                } => {
+                    self.answer().await;
+                    let duration_ms =
+                        duration.map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32);
+                    match &self.media {
+                        Some(media) => media.echo(media_id, duration_ms, dtmf),
+                        None => self.reply_no_media(media_id),
+                    }
+                }
+                FlowCommand::RecordingStart {
+                    media_id,
+                    format,
+                    end_of_silence,
+                    end_of_key,
+                    max_duration,
+                    beep_start,
+                    on_end_flow_id: _,
+                } => {
+                    self.answer().await;
+                    let request = RecordingRequest {
+                        format,
+                        end_of_silence,
+                        end_of_key,
+                        max_duration,
+                        beep_start,
+                    };
+                    let reply = self.start_recording(media_id, request).await;
+                    if let Some(interp) = self.interp.as_mut() {
+                        interp.handle_input(now(), reply);
+                    }
+                }
+                FlowCommand::RecordingStop => {
+                    if let (Some(media), Some(_)) = (&self.media, &self.recording) {
+                        media.stop_recording();
+                    }
+                }
             }
+        }
+    }
+
+    /// A media command arrived when the call has no media (it failed to start): the flow hears
+    /// of it at once rather than waiting forever.
+    fn reply_no_media(&mut self, media_id: u64) {
+        if let Some(interp) = self.interp.as_mut() {
+            interp.handle_input(
+                now(),
+                FlowInput::MediaFailed {
+                    media_id,
+                    reason: "no media".into(),
+                },
+            );
         }
     }
 
@@ -1444,6 +1682,35 @@ impl Call {
             let _ = tx.send((media_id, result));
         });
     }
+}
+
+/// Media id of the beep that starts a recording (no flow media id is this large).
+const BEEP_MEDIA_ID: u64 = u64::MAX;
+/// How long a finished call waits for its recording to come back from the media worker.
+const RECORDING_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A recording in progress.
+struct ActiveRecording {
+    id: Uuid,
+    record: store::RecordingRecord,
+    end_of_key: Option<RecordingEndKey>,
+}
+
+/// The options of a `recording_start`.
+struct RecordingRequest {
+    format: RecordingFormat,
+    end_of_silence: Option<std::time::Duration>,
+    end_of_key: Option<RecordingEndKey>,
+    max_duration: Option<std::time::Duration>,
+    beep_start: bool,
+}
+
+/// Whether the peer should be sending us RTP under this negotiation (not on hold).
+fn expects_media(n: &sdp::Negotiated) -> bool {
+    matches!(
+        n.direction,
+        sdp::Direction::SendRecv | sdp::Direction::RecvOnly
+    ) && usable(n.remote_rtp).is_some()
 }
 
 /// The call record's hangup reason and who ended it, for a final failure to our INVITE.

@@ -12,6 +12,7 @@
 
 mod allow_list;
 mod audio;
+mod audio_cache;
 mod auth_guard;
 mod call;
 mod digest;
@@ -20,6 +21,7 @@ mod endpoint;
 mod maintenance;
 mod media_engine;
 mod outbound;
+mod recording;
 mod registrar;
 mod trunk_registration;
 
@@ -61,6 +63,12 @@ pub struct Config {
     /// How often the registration upkeep runs: registrations expired, contacts sent an OPTIONS
     /// keep-alive, trunks that register checked.
     pub keepalive_interval: Duration,
+    /// Most bytes of downloaded audio (`play` URLs) kept under `data_dir/cache/audio`; the
+    /// least recently used files go first. 0 keeps none.
+    pub audio_cache_max_bytes: u64,
+    /// A call whose peer sends no RTP (nor RTCP) for this long while it should is hung up with
+    /// reason `rtp_timeout`; zero never does. Calls on hold are exempt.
+    pub rtp_timeout: Duration,
 }
 
 /// Which inbound INVITEs are taken.
@@ -78,7 +86,8 @@ pub enum InboundPolicy {
 impl Config {
     /// Defaults for everything but where to listen for SIP and where to keep data: RTP on
     /// 20000-29999, a media worker per core, realm `voxflow`, MD5 then SHA-256 challenges,
-    /// keep-alives every 30 s, the default flow limits.
+    /// keep-alives every 30 s, the default flow limits, 512 MiB of downloaded audio, a 60 s RTP
+    /// timeout.
     #[must_use]
     pub fn new(sip_listen: SocketAddr, data_dir: PathBuf) -> Config {
         Config {
@@ -93,6 +102,8 @@ impl Config {
             keepalive_interval: Duration::from_secs(30),
             inbound_policy: InboundPolicy::Open,
             outbound_proxy: None,
+            audio_cache_max_bytes: audio_cache::DEFAULT_MAX_TOTAL_BYTES,
+            rtp_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -138,6 +149,8 @@ pub(crate) struct Shared {
     pub(crate) media: media_engine::MediaEngine,
     pub(crate) tts: Arc<dyn speech::TtsEngine>,
     pub(crate) http: reqwest::Client,
+    /// Audio for `play`: downloads on disk, decoded PCM in memory.
+    pub(crate) audio_cache: audio_cache::AudioCache,
     /// DNS for trunk hosts (RFC 3263); `None` when the system has no resolver configuration.
     pub(crate) resolver: Option<hickory_resolver::TokioResolver>,
     pub(crate) codecs: Vec<sdp::Codec>,
@@ -157,6 +170,10 @@ pub(crate) struct Shared {
     /// Bumped on every trunk registration change (tests and API watchers wait on it).
     trunk_changes: tokio::sync::watch::Sender<u64>,
     advertise_ip: Option<IpAddr>,
+    /// Where recordings and caches live.
+    pub(crate) data_dir: std::path::PathBuf,
+    /// `Config::rtp_timeout` in ms (0: none).
+    pub(crate) rtp_timeout_ms: u32,
 }
 
 impl Shared {
@@ -295,6 +312,14 @@ impl Runtime {
             .map_err(|e| StartError::Http(e.to_string()))?;
         let tts: Arc<dyn speech::TtsEngine> =
             Arc::new(speech::Espeak::new(config.data_dir.join("cache")));
+        let audio_cache = audio_cache::AudioCache::open(
+            config.data_dir.join("cache").join("audio"),
+            audio_cache::Limits {
+                max_total_bytes: config.audio_cache_max_bytes,
+                ..audio_cache::Limits::default()
+            },
+        )
+        .await;
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let shared = Arc::new(Shared {
             live: LiveCalls::default(),
@@ -303,6 +328,7 @@ impl Runtime {
             media,
             tts,
             http,
+            audio_cache,
             resolver: match hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build())
             {
                 Ok(r) => Some(r),
@@ -326,6 +352,8 @@ impl Runtime {
             trunk_states: trunk_registration::States::default(),
             trunk_changes: tokio::sync::watch::Sender::new(0),
             advertise_ip: config.advertise_ip,
+            data_dir: config.data_dir.clone(),
+            rtp_timeout_ms: config.rtp_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
         });
         let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
             .await

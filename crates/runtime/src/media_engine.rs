@@ -4,6 +4,10 @@
 //! (non-blocking), feeds the packets to the sans-IO [`media::MediaSession`], sends each session's
 //! next packet, and forwards media events to the owning call. There is no task, timer or wake-up per
 //! call or per packet: the cost of a call is its share of one loop iteration (ADR 0003).
+//!
+//! A worker also writes the call's recording, if one runs, from the session's received and sent
+//! frames of the tick, and sends RTCP reports; it reads a session's RTCP socket only every
+//! [`RTCP_READ_EVERY`] ticks, as reports come every few seconds.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -12,10 +16,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use media::{MediaEvent, MediaSession};
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::recording::{Recorder, RecordingEnd};
 
 /// How often every session is serviced: one G.711 packet of 20 ms.
 const TICK: Duration = Duration::from_millis(20);
@@ -23,13 +29,71 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(200);
 /// Datagrams read per session per tick at most (a flood cannot starve the other sessions).
 const MAX_READS_PER_TICK: usize = 32;
+/// RTCP sockets are read once per this many ticks (reports come every ~5 s).
+const RTCP_READ_EVERY: u64 = 10;
+
+/// What the engine tells the call that owns a session.
+#[derive(Debug)]
+pub(crate) enum EngineEvent {
+    /// From the media session.
+    Media(MediaEvent),
+    /// A recording ended (stopped, a limit, an error, or the session detached); the call
+    /// finalises the file and the record.
+    RecordingDone {
+        /// The recorder, to finish.
+        recorder: Box<Recorder>,
+        /// Why it ended.
+        end: RecordingEnd,
+    },
+}
+
+/// A call's RTP socket and the RTCP socket on the next port.
+#[derive(Debug)]
+pub(crate) struct RtpPorts {
+    pub(crate) rtp: UdpSocket,
+    pub(crate) rtcp: UdpSocket,
+}
+
+impl RtpPorts {
+    /// The RTP socket's address.
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.rtp.local_addr()
+    }
+}
 
 enum WorkerCommand {
     Attach {
         key: u64,
-        socket: UdpSocket,
+        ports: RtpPorts,
         session: Box<MediaSession>,
-        events: UnboundedSender<MediaEvent>,
+        events: UnboundedSender<EngineEvent>,
+    },
+    SendDigits {
+        key: u64,
+        id: u64,
+        digits: String,
+        duration_ms: u32,
+        interval_ms: u32,
+    },
+    Echo {
+        key: u64,
+        id: u64,
+        duration_ms: Option<u32>,
+        dtmf: bool,
+    },
+    StopEcho {
+        key: u64,
+    },
+    Receiving {
+        key: u64,
+        receiving: bool,
+    },
+    StartRecording {
+        key: u64,
+        recorder: Box<Recorder>,
+    },
+    StopRecording {
+        key: u64,
     },
     Play {
         key: u64,
@@ -81,8 +145,8 @@ impl MediaEngine {
         })
     }
 
-    /// Bind a fresh RTP socket (even port) from the range.
-    pub(crate) fn bind_rtp(&self) -> std::io::Result<UdpSocket> {
+    /// Bind a fresh RTP socket (even port) from the range, and RTCP on the next port.
+    pub(crate) fn bind_rtp(&self) -> std::io::Result<RtpPorts> {
         self.ports.bind()
     }
 
@@ -90,18 +154,19 @@ impl MediaEngine {
     /// dropping the handle detaches it and frees the port.
     pub(crate) fn attach(
         &self,
-        socket: UdpSocket,
+        ports: RtpPorts,
         session: MediaSession,
-        events: UnboundedSender<MediaEvent>,
+        events: UnboundedSender<EngineEvent>,
     ) -> std::io::Result<MediaHandle> {
-        socket.set_nonblocking(true)?;
+        ports.rtp.set_nonblocking(true)?;
+        ports.rtcp.set_nonblocking(true)?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let n = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let worker = self.workers[n].clone();
         worker
             .send(WorkerCommand::Attach {
                 key,
-                socket,
+                ports,
                 session: Box::new(session),
                 events,
             })
@@ -132,6 +197,55 @@ impl MediaHandle {
         let _ = self.worker.send(WorkerCommand::Stop { key: self.key });
     }
 
+    /// Send DTMF digits (RFC 4733 or in-band, as negotiated); `DigitsSent { id }` follows.
+    pub(crate) fn send_digits(&self, id: u64, digits: String, duration_ms: u32, interval_ms: u32) {
+        let _ = self.worker.send(WorkerCommand::SendDigits {
+            key: self.key,
+            id,
+            digits,
+            duration_ms,
+            interval_ms,
+        });
+    }
+
+    /// Echo the caller's audio (and DTMF with `dtmf`); `EchoFinished { id }` follows.
+    pub(crate) fn echo(&self, id: u64, duration_ms: Option<u32>, dtmf: bool) {
+        let _ = self.worker.send(WorkerCommand::Echo {
+            key: self.key,
+            id,
+            duration_ms,
+            dtmf,
+        });
+    }
+
+    /// End a running echo.
+    pub(crate) fn stop_echo(&self) {
+        let _ = self.worker.send(WorkerCommand::StopEcho { key: self.key });
+    }
+
+    /// Whether the peer should be sending RTP (not on hold): the RTP timeout runs only then.
+    pub(crate) fn set_receiving(&self, receiving: bool) {
+        let _ = self.worker.send(WorkerCommand::Receiving {
+            key: self.key,
+            receiving,
+        });
+    }
+
+    /// Start writing the call's audio to `recorder` (replacing, and ending, one that runs).
+    pub(crate) fn start_recording(&self, recorder: Recorder) {
+        let _ = self.worker.send(WorkerCommand::StartRecording {
+            key: self.key,
+            recorder: Box::new(recorder),
+        });
+    }
+
+    /// Stop the recording; it comes back in `RecordingDone`.
+    pub(crate) fn stop_recording(&self) {
+        let _ = self
+            .worker
+            .send(WorkerCommand::StopRecording { key: self.key });
+    }
+
     /// The peer moved its media (new SDP).
     pub(crate) fn set_remote(&self, addr: SocketAddr) {
         let _ = self.worker.send(WorkerCommand::SetRemote {
@@ -148,9 +262,21 @@ impl Drop for MediaHandle {
 }
 
 struct Slot {
-    socket: UdpSocket,
+    ports: RtpPorts,
     session: Box<MediaSession>,
-    events: UnboundedSender<MediaEvent>,
+    events: UnboundedSender<EngineEvent>,
+    recorder: Option<Box<Recorder>>,
+}
+
+impl Slot {
+    /// Hands the running recording back to the call.
+    fn end_recording(&mut self, end: RecordingEnd) {
+        if let Some(recorder) = self.recorder.take() {
+            let _ = self
+                .events
+                .send(EngineEvent::RecordingDone { recorder, end });
+        }
+    }
 }
 
 fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
@@ -158,7 +284,10 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
     let mut deadline = Instant::now();
+    let mut tick: u64 = 0;
     loop {
+        tick += 1;
+        let ntp = ntp_now();
         loop {
             match commands.try_recv() {
                 Ok(cmd) => apply(&mut sessions, cmd),
@@ -166,8 +295,9 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
+        let read_rtcp = tick.is_multiple_of(RTCP_READ_EVERY);
         for slot in sessions.values_mut() {
-            service(slot, &mut recv_buf, &mut send_buf);
+            service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
         }
         deadline += TICK;
         let now = Instant::now();
@@ -201,18 +331,71 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
     match cmd {
         WorkerCommand::Attach {
             key,
-            socket,
+            ports,
             session,
             events,
         } => {
             sessions.insert(
                 key,
                 Slot {
-                    socket,
+                    ports,
                     session,
                     events,
+                    recorder: None,
                 },
             );
+        }
+        WorkerCommand::SendDigits {
+            key,
+            id,
+            digits,
+            duration_ms,
+            interval_ms,
+        } => {
+            if let Some(slot) = sessions.get_mut(&key)
+                && slot
+                    .session
+                    .send_digits(id, &digits, duration_ms, interval_ms)
+                    .is_err()
+            {
+                // The flow checked the digits; report it done rather than hang.
+                let _ = slot
+                    .events
+                    .send(EngineEvent::Media(MediaEvent::DigitsSent { id }));
+            }
+        }
+        WorkerCommand::Echo {
+            key,
+            id,
+            duration_ms,
+            dtmf,
+        } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.session.start_echo(id, duration_ms, dtmf);
+                flush_events(slot);
+            }
+        }
+        WorkerCommand::StopEcho { key } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.session.stop_echo();
+                flush_events(slot);
+            }
+        }
+        WorkerCommand::Receiving { key, receiving } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.session.set_receiving(receiving);
+            }
+        }
+        WorkerCommand::StartRecording { key, recorder } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.end_recording(RecordingEnd::Stopped);
+                slot.recorder = Some(recorder);
+            }
+        }
+        WorkerCommand::StopRecording { key } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.end_recording(RecordingEnd::Stopped);
+            }
         }
         WorkerCommand::Play { key, id, pcm } => {
             if let Some(slot) = sessions.get_mut(&key) {
@@ -231,14 +414,22 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
             }
         }
         WorkerCommand::Detach { key } => {
-            sessions.remove(&key);
+            if let Some(mut slot) = sessions.remove(&key) {
+                slot.end_recording(RecordingEnd::Hangup);
+            }
         }
     }
 }
 
-fn service(slot: &mut Slot, recv_buf: &mut [u8], send_buf: &mut Vec<u8>) {
+fn service(
+    slot: &mut Slot,
+    recv_buf: &mut [u8],
+    send_buf: &mut Vec<u8>,
+    read_rtcp: bool,
+    ntp: u64,
+) {
     for _ in 0..MAX_READS_PER_TICK {
-        match slot.socket.recv_from(recv_buf) {
+        match slot.ports.rtp.recv_from(recv_buf) {
             Ok((n, from)) => {
                 if let Some(data) = recv_buf.get(..n) {
                     slot.session.handle_rtp(from, data);
@@ -249,16 +440,47 @@ fn service(slot: &mut Slot, recv_buf: &mut [u8], send_buf: &mut Vec<u8>) {
             Err(_) => break,
         }
     }
+    if read_rtcp {
+        for _ in 0..MAX_READS_PER_TICK {
+            match slot.ports.rtcp.recv_from(recv_buf) {
+                Ok((n, from)) => {
+                    if let Some(data) = recv_buf.get(..n) {
+                        slot.session.handle_rtcp(from, data);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
     if let Some(dest) = slot.session.poll_packet(send_buf) {
-        let _ = slot.socket.send_to(send_buf, dest);
+        let _ = slot.ports.rtp.send_to(send_buf, dest);
+    }
+    if let Some(recorder) = slot.recorder.as_mut()
+        && let Some(end) = recorder.write(slot.session.received_frame(), slot.session.sent_frame())
+    {
+        slot.end_recording(end);
+    }
+    if let Some(dest) = slot.session.poll_rtcp(ntp, send_buf) {
+        let _ = slot.ports.rtcp.send_to(send_buf, dest);
     }
     flush_events(slot);
 }
 
 fn flush_events(slot: &mut Slot) {
     while let Some(event) = slot.session.poll_event() {
-        let _ = slot.events.send(event);
+        let _ = slot.events.send(EngineEvent::Media(event));
     }
+}
+
+/// The wall clock as a 64-bit NTP timestamp (RFC 3550 §4), for RTCP sender reports.
+fn ntp_now() -> u64 {
+    const UNIX_TO_NTP_SECS: u64 = 2_208_988_800;
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() + UNIX_TO_NTP_SECS;
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
 }
 
 /// Hands out even RTP ports from a range, round-robin, skipping ports in use.
@@ -273,6 +495,8 @@ struct PortAllocator {
 impl PortAllocator {
     fn new(ip: IpAddr, low: u16, high: u16) -> Self {
         let low = low + (low % 2);
+        // The last RTP port needs its RTCP port inside the range too.
+        let high = high.saturating_sub(1);
         PortAllocator {
             ip,
             low,
@@ -281,7 +505,7 @@ impl PortAllocator {
         }
     }
 
-    fn bind(&self) -> std::io::Result<UdpSocket> {
+    fn bind(&self) -> std::io::Result<RtpPorts> {
         let span = u32::from(self.high - self.low) / 2 + 1;
         let mut next = self
             .next
@@ -294,8 +518,11 @@ impl PortAllocator {
             } else {
                 port + 2
             };
-            if let Ok(socket) = UdpSocket::bind((self.ip, port)) {
-                return Ok(socket);
+            let Ok(rtp) = UdpSocket::bind((self.ip, port)) else {
+                continue;
+            };
+            if let Ok(rtcp) = UdpSocket::bind((self.ip, port + 1)) {
+                return Ok(RtpPorts { rtp, rtcp });
             }
         }
         Err(std::io::Error::new(
@@ -318,7 +545,11 @@ mod tests {
         let pb = b.local_addr().unwrap().port();
         assert_eq!((pa % 2, pb % 2), (0, 0));
         assert_ne!(pa, pb);
-        assert!(alloc.bind().is_err(), "range 40002..=40004 holds two ports");
+        assert_eq!(a.rtcp.local_addr().unwrap().port(), pa + 1);
+        assert!(
+            alloc.bind().is_err(),
+            "range 40002..=40005 holds two RTP/RTCP pairs"
+        );
         drop(a);
         assert_eq!(alloc.bind().unwrap().local_addr().unwrap().port(), pa);
     }

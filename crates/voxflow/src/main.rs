@@ -86,6 +86,14 @@ struct Serve {
     /// Seconds between OPTIONS keep-alives to registered contacts (and registration expiry).
     #[arg(long, env = "VOXFLOW_SIP_KEEPALIVE", default_value_t = 30)]
     sip_keepalive: u64,
+    /// MiB of downloaded audio (`play` URLs) kept on disk under DATA_DIR/cache/audio, least
+    /// recently used evicted first (0 keeps none).
+    #[arg(long, env = "VOXFLOW_AUDIO_CACHE_MB", default_value_t = 512)]
+    audio_cache_mb: u64,
+    /// Seconds without RTP (or RTCP) from a caller, not on hold, after which the call is hung
+    /// up with reason `rtp_timeout` (0 never).
+    #[arg(long, env = "VOXFLOW_RTP_TIMEOUT", default_value_t = 60)]
+    rtp_timeout: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `voxflow_runtime=debug`.
     #[arg(long, env = "VOXFLOW_LOG", default_value = "info")]
     log: String,
@@ -246,6 +254,12 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             .context("opening the database")?,
     );
     let closed = store.close_live_calls("restart", &store::utc_now()).await?;
+    let lost = store
+        .close_live_recordings("error: restart", &store::utc_now())
+        .await?;
+    if lost > 0 {
+        tracing::warn!(lost, "recordings interrupted by a restart marked failed");
+    }
     if closed > 0 {
         tracing::warn!(closed, "closed calls left live by a previous run");
     }
@@ -280,6 +294,8 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             realm: args.sip_realm.clone(),
             digest_algorithms: args.sip_digest.0.clone(),
             keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
+            audio_cache_max_bytes: args.audio_cache_mb.saturating_mul(1024 * 1024),
+            rtp_timeout: Duration::from_secs(args.rtp_timeout),
             outbound_proxy: args.sip_outbound_proxy.clone(),
             inbound_policy: if args.sip_inbound == "restricted" {
                 runtime::InboundPolicy::Restricted
