@@ -48,10 +48,7 @@ fn run_call(program: &Arc<flow::Program>, digit: char) -> usize {
     let mut interp = Interpreter::new(program.clone(), vars, limits);
     let now = Instant::now();
     interp.handle_input(now, Input::Start);
-    loop {
-        let Some(cmd) = interp.poll_command() else {
-            break;
-        };
+    while let Some(cmd) = interp.poll_command() {
         match cmd {
             Command::Answer => interp.handle_input(now, Input::Answered),
             Command::Talk { media_id, text, .. } => {
@@ -109,7 +106,7 @@ fn main() {
         let start = Instant::now();
         let mut calls = 0u64;
         while start.elapsed().as_millis() < 1_000 {
-            actions += run_call(&program, if calls % 2 == 0 { '1' } else { '2' });
+            actions += run_call(&program, if calls.is_multiple_of(2) { '1' } else { '2' });
             calls += 1;
         }
         let secs = start.elapsed().as_secs_f64();
