@@ -1,6 +1,6 @@
 //! ITU-T G.711 µ-law (PCMU) and A-law (PCMA) sample coding.
 //!
-//! Pure functions on single samples; no tables, no state. Silence is `0xFF` in µ-law and `0xD5`
+//! Pure functions on single samples; decoding reads a 256-entry table built at compile time. Silence is `0xFF` in µ-law and `0xD5`
 //! in A-law.
 
 /// Encodes one 16-bit linear sample as µ-law.
@@ -23,9 +23,35 @@ pub fn ulaw_encode(sample: i16) -> u8 {
 /// Decodes one µ-law byte to a 16-bit linear sample.
 #[must_use]
 pub fn ulaw_decode(byte: u8) -> i16 {
+    ULAW_DECODE[byte as usize]
+}
+
+/// Every µ-law byte decoded, built at compile time.
+static ULAW_DECODE: [i16; 256] = {
+    let mut table = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = ulaw_decode_computed(i as u8);
+        i += 1;
+    }
+    table
+};
+
+/// Every A-law byte decoded, built at compile time.
+static ALAW_DECODE: [i16; 256] = {
+    let mut table = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = alaw_decode_computed(i as u8);
+        i += 1;
+    }
+    table
+};
+
+const fn ulaw_decode_computed(byte: u8) -> i16 {
     let b = !byte;
     let exponent = (b >> 4) & 0x07;
-    let mantissa = i32::from(b & 0x0F);
+    let mantissa = (b & 0x0F) as i32;
     let magnitude = (((mantissa << 3) + ULAW_BIAS) << exponent) - ULAW_BIAS;
     // |magnitude| <= 32124, always in range.
     if b & 0x80 != 0 {
@@ -59,8 +85,12 @@ pub fn alaw_encode(sample: i16) -> u8 {
 /// Decodes one A-law byte to a 16-bit linear sample.
 #[must_use]
 pub fn alaw_decode(byte: u8) -> i16 {
+    ALAW_DECODE[byte as usize]
+}
+
+const fn alaw_decode_computed(byte: u8) -> i16 {
     let a = byte ^ 0x55;
-    let mantissa = i32::from(a & 0x0F) << 4;
+    let mantissa = ((a & 0x0F) as i32) << 4;
     let segment = (a >> 4) & 0x07;
     let magnitude = match segment {
         0 => mantissa + 8,

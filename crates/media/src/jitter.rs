@@ -283,6 +283,27 @@ impl JitterBuffer {
             for i in 0..FRAME_SAMPLES {
                 out[i] = self.plc.missing(&out[..i]);
             }
+        } else if self.plc.is_passing_through()
+            && self.all_present(self.playout(), self.playout() + FRAME_SAMPLES as i64)
+        {
+            // The common case: the whole frame arrived and nothing is being concealed.
+            let decode = match codec {
+                Codec::Pcmu => g711::ulaw_decode,
+                Codec::Pcma => g711::alaw_decode,
+            };
+            let playout = self.playout();
+            let start = self.slot(playout);
+            let mut slot = start;
+            for sample in out.iter_mut() {
+                *sample = decode(self.codes.get(slot).copied().unwrap_or(0xFF));
+                slot += 1;
+                if slot == self.capacity {
+                    slot = 0;
+                }
+            }
+            received = FRAME_SAMPLES;
+            self.plc.passed_through();
+            self.advance_to(playout + FRAME_SAMPLES as i64);
         } else {
             let decode = match codec {
                 Codec::Pcmu => g711::ulaw_decode,
@@ -401,6 +422,28 @@ impl JitterBuffer {
         self.stats.packets += 1;
         let playout = self.playout();
         let end = playout + self.capacity as i64;
+        let to = extended + payload.len() as i64;
+        if extended >= playout && to <= end && self.none_present(extended, to) {
+            // The common case: a new packet wholly inside the window, copied in one go.
+            let mut start = self.slot(extended);
+            let mut rest = payload;
+            while !rest.is_empty() {
+                let n = rest.len().min(self.capacity - start);
+                let (head, tail) = rest.split_at(n);
+                if let Some(dst) = self.codes.get_mut(start..start + n) {
+                    dst.copy_from_slice(head);
+                }
+                rest = tail;
+                start = 0;
+            }
+            for (word, mask) in WordMasks::new(self.slot(extended), self.capacity, to - extended) {
+                if let Some(w) = self.present.get_mut(word) {
+                    *w |= mask;
+                }
+            }
+            self.buffered += payload.len();
+            return;
+        }
         for (position, &code) in (extended..).zip(payload) {
             if position >= end {
                 break;
@@ -436,7 +479,22 @@ impl JitterBuffer {
             return false;
         }
         let to = to.min(from + self.capacity as i64);
-        (from..to).any(|p| self.code_at(p).is_some())
+        to > from && !self.none_present(from, to)
+    }
+
+    /// Whether no sample in `[from, to)` is present (`to - from` at most the capacity).
+    fn none_present(&self, from: i64, to: i64) -> bool {
+        if to <= from || self.buffered == 0 {
+            return true;
+        }
+        WordMasks::new(self.slot(from), self.capacity, to - from)
+            .all(|(word, mask)| self.present.get(word).is_none_or(|w| w & mask == 0))
+    }
+
+    /// Whether every sample in `[from, to)` is present (`to - from` at most the capacity).
+    fn all_present(&self, from: i64, to: i64) -> bool {
+        WordMasks::new(self.slot(from), self.capacity, to - from)
+            .all(|(word, mask)| self.present.get(word).is_some_and(|w| w & mask == mask))
     }
 
     /// Moves the play-out point to `target` (either way), dropping what leaves the window.
@@ -455,14 +513,10 @@ impl JitterBuffer {
         if to - from >= capacity {
             self.clear_all();
         } else {
-            for position in from..to {
-                let slot = self.slot(position);
-                if let Some(w) = self.present.get_mut(slot / 64) {
-                    let bit = 1u64 << (slot % 64);
-                    if *w & bit != 0 {
-                        *w &= !bit;
-                        self.buffered -= 1;
-                    }
+            for (word, mask) in WordMasks::new(self.slot(from), self.capacity, to - from) {
+                if let Some(w) = self.present.get_mut(word) {
+                    self.buffered -= (*w & mask).count_ones() as usize;
+                    *w &= !mask;
                 }
             }
         }
@@ -491,6 +545,48 @@ impl JitterBuffer {
             FrameKind::Silence => self.stats.silence_frames += 1,
         }
         kind
+    }
+}
+
+/// The bitmap words and bit masks covering `len` ring slots from `start`, wrapping at
+/// `capacity` (a multiple of 64, so no word straddles the wrap).
+struct WordMasks {
+    slot: usize,
+    capacity: usize,
+    remaining: i64,
+}
+
+impl WordMasks {
+    fn new(start: usize, capacity: usize, len: i64) -> Self {
+        WordMasks {
+            slot: start,
+            capacity,
+            remaining: len.clamp(0, capacity as i64),
+        }
+    }
+}
+
+impl Iterator for WordMasks {
+    type Item = (usize, u64);
+
+    fn next(&mut self) -> Option<(usize, u64)> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        let bit = self.slot % 64;
+        let take = (64 - bit).min(self.remaining as usize);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << bit
+        };
+        let word = self.slot / 64;
+        self.slot += take;
+        if self.slot >= self.capacity {
+            self.slot = 0;
+        }
+        self.remaining -= take as i64;
+        Some((word, mask))
     }
 }
 
@@ -660,6 +756,16 @@ impl Concealment {
     }
 
     /// Whether synthesis is producing nothing audible (no audio yet, or faded out).
+    /// Whether received samples pass unchanged (no erasure or recovery in progress).
+    fn is_passing_through(&self) -> bool {
+        matches!(self.state, PlcState::Fresh | PlcState::Idle)
+    }
+
+    /// A whole frame of received samples passed through (what `real` does per sample then).
+    fn passed_through(&mut self) {
+        self.state = PlcState::Idle;
+    }
+
     fn is_silent(&self) -> bool {
         match self.state {
             PlcState::Fresh => true,
