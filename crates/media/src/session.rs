@@ -311,7 +311,8 @@ impl MediaSession {
                 header.timestamp,
                 self.config.codec,
                 packet.payload,
-                self.ticks,
+                // Played out at the next tick: the one `poll_packet` is about to count.
+                self.ticks + 1,
             );
             let now_ms = self.now_ms();
             let stats = match &mut self.rx_stats {
@@ -352,6 +353,7 @@ impl MediaSession {
                 self.remote_rtcp = Some(from);
                 // RTCP is media too: a peer on hold still sends reports.
                 self.last_rx_tick = self.ticks;
+                self.timeout_reported = false;
             }
             Err(_) => self.stats.packets_invalid += 1,
         }
@@ -390,6 +392,9 @@ impl MediaSession {
         duration_ms: u32,
         interval_ms: u32,
     ) -> Result<(), InvalidDigit> {
+        if let Some(bad) = digits.chars().find(|c| tone::dtmf(*c, 0, 0).is_none()) {
+            return Err(InvalidDigit(bad));
+        }
         self.cancel_digits();
         if self.config.dtmf_payload_type.is_some() {
             self.sender.send(digits, duration_ms, interval_ms)?;
@@ -459,7 +464,13 @@ impl MediaSession {
     pub fn poll_packet(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
         self.ticks += 1;
         if let Some(d) = self.dtmf.handle_tick(self.ticks) {
+            // An event whose end packets were all lost.
             self.report_dtmf(d.digit, d.duration_ms, DtmfSource::Rfc4733);
+            if self.echo.as_ref().is_some_and(|e| e.dtmf) {
+                let _ = self
+                    .sender
+                    .send(&d.digit.to_string(), d.duration_ms.clamp(40, 1000), 50);
+            }
         }
         self.receive_frame();
         self.check_timeout();
@@ -689,6 +700,9 @@ impl MediaSession {
     fn cancel_digits(&mut self) {
         if self.sender.is_active() {
             self.sender.cancel();
+        }
+        if let Some(id) = self.sending.take() {
+            self.events.push_back(MediaEvent::DigitsSent { id });
         }
         if let Some(tones) = self.inband_tx.take() {
             self.events
