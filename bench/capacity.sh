@@ -6,8 +6,8 @@
 #   bench/capacity.sh --make-prompts DIR      # only write the prompt files (for another server)
 #
 # Each step starts the release binary afresh (pinned to SERVER_CPU, default 1) with an IVR flow:
-# answer, a 10 s menu prompt, digits_receive (one digit), then a second 10 s prompt looped for
-# longer than the call, and drives it with bench/ivr_uac.xml (SIPp pinned to CLIENT_CPU, default
+# answer, a 10 s menu prompt, digits_receive (one digit), a second 10 s prompt, then echo for
+# longer than the call (the reference IVR), and drives it with bench/ivr_uac.xml (SIPp pinned to CLIENT_CPU, default
 # 0): N calls ramped in evenly over --ramp seconds, each lasting ramp + hold seconds, so all N are
 # up together for --hold seconds. Each caller sends looped speech as PCMU and, 10 s after
 # answer, the digit 1 as SIP INFO; the caller always hangs up.
@@ -206,8 +206,8 @@ start_server() { # $1: step; sets server_pid and SERVER_PID
   if ! grep -q "voxflow ready" "$work/server-$1.out"; then
     echo "voxflow did not start" >&2; cat "$work/server-$1.err" >&2; exit 1
   fi
-  # The second prompt loops for longer than any call: 10 s per turn.
-  local loops=$(( (2 * RAMP + HOLD + 60) / 10 ))
+  # The echo lasts longer than any call.
+  local echo_ms=$(( (2 * RAMP + HOLD + 60) * 1000 ))
   local flow
   flow=$(curl -sf -H "Authorization: Bearer bench" -H "Content-Type: application/json" \
     "http://127.0.0.1:$HTTP/v1.0/flows" -d @- <<JSON | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
@@ -215,8 +215,8 @@ start_server() { # $1: step; sets server_pid and SERVER_PID
   {"type": "answer"},
   {"type": "play", "option": {"stream_urls": ["$work/media/menu.wav"]}},
   {"type": "digits_receive", "option": {"duration": 60000, "length": 1}},
-  {"id": "second", "type": "play", "option": {"stream_urls": ["$work/media/second.wav"]}},
-  {"type": "goto", "option": {"target_id": "second", "loop_count": $loops}},
+  {"type": "play", "option": {"stream_urls": ["$work/media/second.wav"]}},
+  {"type": "echo", "option": {"duration": $echo_ms}},
   {"type": "hangup"}
 ]}
 JSON
