@@ -40,7 +40,10 @@ fn ivr() -> serde_json::Value {
 /// Runs one call to its end; returns the number of actions started.
 fn run_call(program: &Arc<flow::Program>, digit: char) -> usize {
     let mut vars = Variables::new();
-    vars.insert("voipbin.call.source.target".to_owned(), "+15550001".to_owned());
+    vars.insert(
+        "voipbin.call.source.target".to_owned(),
+        "+15550001".to_owned(),
+    );
     let limits = Limits {
         max_executions: 1_000,
         ..Limits::default()
@@ -77,7 +80,10 @@ fn main() {
     let before = rss_bytes();
     for _ in 0..PARKED {
         let mut vars = Variables::new();
-        vars.insert("voipbin.call.source.target".to_owned(), "+15550001".to_owned());
+        vars.insert(
+            "voipbin.call.source.target".to_owned(),
+            "+15550001".to_owned(),
+        );
         let mut interp = Interpreter::new(program.clone(), vars, Limits::default());
         interp.handle_input(Instant::now(), Input::Start);
         while let Some(cmd) = interp.poll_command() {
