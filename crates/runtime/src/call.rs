@@ -143,6 +143,12 @@ struct Call {
     interp: Option<Interpreter>,
     /// The recording being written, if any.
     recording: Option<ActiveRecording>,
+    /// Recordings stopped whose recorder has not come back from the worker yet.
+    closing: Vec<ActiveRecording>,
+    /// A recording created and waiting for its beep (or, briefly, for `begin_recording`).
+    new_recording: Option<ActiveRecording>,
+    /// The recorder to start when the beep ends, and the flow's media id to answer.
+    beep_then_record: Option<(Recorder, u64)>,
     /// Media ids whose audio is being prepared (TTS, downloads); stale ones are dropped.
     preparing: HashSet<u64>,
     prepared_tx: mpsc::UnboundedSender<Prepared>,
@@ -189,6 +195,9 @@ async fn run(incoming: Incoming) {
         flow_answered: false,
         session: None,
         recording: None,
+        closing: Vec::new(),
+        new_recording: None,
+        beep_then_record: None,
     };
     if !call.setup().await {
         return;
@@ -285,6 +294,9 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 flow_answered: false,
                 session: None,
                 recording: None,
+                closing: Vec::new(),
+                new_recording: None,
+                beep_then_record: None,
             };
             let (live_tx, inbox) = live_inbox(inbox);
             call.shared.live.insert(call_id, live_tx);
@@ -1350,6 +1362,8 @@ impl Call {
                 tracing::debug!(%digit, ?source, "dtmf");
                 self.handle_digit(digit).await;
             }
+            MediaEvent::PlaybackFinished { id: BEEP_MEDIA_ID }
+            | MediaEvent::PlaybackStopped { id: BEEP_MEDIA_ID } => self.beep_done().await,
             MediaEvent::PlaybackFinished { id }
             | MediaEvent::DigitsSent { id }
             | MediaEvent::EchoFinished { id } => {
@@ -1371,23 +1385,23 @@ impl Call {
             && active.end_of_key.is_some_and(|k| k.matches(digit))
             && let Some(media) = &self.media
         {
-            media.stop_recording();
+            media.stop_recording(RecordingEnd::Key);
         }
         self.drive_flow(FlowInput::Digit(digit)).await;
     }
 
     /// `recording_start`: opens the file and the record, and hands the recorder to the media
-    /// worker. The reply to the flow is `RecordingStarted` or `MediaFailed`.
-    async fn start_recording(&mut self, media_id: u64, request: RecordingRequest) -> FlowInput {
-        let failed = |reason: String| FlowInput::MediaFailed { media_id, reason };
+    /// worker — after the beep, with `beep_start`. The reply to the flow is `RecordingStarted`
+    /// (`None` here while the beep plays: it comes when the beep ends) or `MediaFailed`.
+    async fn start_recording(
+        &mut self,
+        media_id: u64,
+        request: RecordingRequest,
+    ) -> Option<FlowInput> {
+        let failed = |reason: String| Some(FlowInput::MediaFailed { media_id, reason });
         let (Some(media), Some(call)) = (&self.media, &self.record) else {
             return failed("the call has no media to record".into());
         };
-        if let Some(media) = &self.media
-            && request.beep_start
-        {
-            media.play(BEEP_MEDIA_ID, media::tone::beep());
-        }
         let id = Uuid::new_v4();
         let spec = RecordingSpec {
             path: recording::path_for(&self.shared.data_dir, id),
@@ -1426,28 +1440,54 @@ impl Call {
         if request.format != RecordingFormat::Wav {
             tracing::info!(format = ?request.format, "recording as WAV: no encoder for the format");
         }
-        media.start_recording(recorder);
-        tracing::info!(recording = %id, "recording started");
-        self.recording = Some(ActiveRecording {
+        if let Some(previous) = self.recording.take() {
+            // One at a time: the running one ends; its recorder comes back as usual.
+            media.stop_recording(RecordingEnd::Stopped);
+            self.closing.push(previous);
+        }
+        self.new_recording = Some(ActiveRecording {
             id,
             record,
             end_of_key: request.end_of_key,
         });
+        if request.beep_start {
+            media.play(BEEP_MEDIA_ID, media::tone::beep());
+            self.beep_then_record = Some((recorder, media_id));
+            return None;
+        }
+        Some(self.begin_recording(recorder, media_id))
+    }
+
+    /// Hands the prepared recorder to the worker; the flow's `RecordingStarted`.
+    fn begin_recording(&mut self, recorder: Recorder, media_id: u64) -> FlowInput {
+        let id = recorder.id;
+        if let Some(media) = &self.media {
+            media.start_recording(recorder);
+        }
+        tracing::info!(recording = %id, "recording started");
+        self.recording = self.new_recording.take();
         FlowInput::RecordingStarted {
             media_id,
             recording_id: id.to_string(),
         }
     }
 
+    /// The recording beep ended (or was stopped): recording starts now.
+    async fn beep_done(&mut self) {
+        if let Some((recorder, media_id)) = self.beep_then_record.take() {
+            let reply = self.begin_recording(recorder, media_id);
+            self.drive_flow(reply).await;
+        }
+    }
+
     /// The media worker gave a recording back: finish the file and the record.
     async fn recording_done(&mut self, recorder: Recorder, end: RecordingEnd) {
         let id = recorder.id;
-        let active = match self.recording.take() {
-            Some(active) if active.id == id => Some(active),
-            other => {
-                self.recording = other;
-                None
-            }
+        let active = if self.recording.as_ref().is_some_and(|a| a.id == id) {
+            self.recording.take()
+        } else {
+            let pos = self.closing.iter().position(|a| a.id == id);
+            pos.map(|pos| self.closing.swap_remove(pos))
         };
         let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
         let Some(mut active) = active else {
@@ -1486,8 +1526,13 @@ impl Call {
     /// is detached; wait for it (bounded) so its file and record are complete.
     async fn close_recording(&mut self, media_rx: &mut mpsc::UnboundedReceiver<EngineEvent>) {
         self.media = None;
+        if let Some((recorder, _)) = self.beep_then_record.take() {
+            // Hung up during the beep: an empty recording, closed as such.
+            self.recording = self.new_recording.take();
+            self.recording_done(recorder, RecordingEnd::Hangup).await;
+        }
         let deadline = tokio::time::Instant::now() + RECORDING_CLOSE_WAIT;
-        while self.recording.is_some() {
+        while self.recording.is_some() || !self.closing.is_empty() {
             match tokio::time::timeout_at(deadline, media_rx.recv()).await {
                 Ok(Some(EngineEvent::RecordingDone { recorder, end })) => {
                     self.recording_done(*recorder, end).await;
@@ -1645,14 +1690,15 @@ impl Call {
                         max_duration,
                         beep_start,
                     };
-                    let reply = self.start_recording(media_id, request).await;
-                    if let Some(interp) = self.interp.as_mut() {
+                    if let Some(reply) = self.start_recording(media_id, request).await
+                        && let Some(interp) = self.interp.as_mut()
+                    {
                         interp.handle_input(now(), reply);
                     }
                 }
                 FlowCommand::RecordingStop => {
                     if let (Some(media), Some(_)) = (&self.media, &self.recording) {
-                        media.stop_recording();
+                        media.stop_recording(RecordingEnd::Stopped);
                     }
                 }
             }

@@ -94,6 +94,7 @@ enum WorkerCommand {
     },
     StopRecording {
         key: u64,
+        end: RecordingEnd,
     },
     Play {
         key: u64,
@@ -239,11 +240,11 @@ impl MediaHandle {
         });
     }
 
-    /// Stop the recording; it comes back in `RecordingDone`.
-    pub(crate) fn stop_recording(&self) {
+    /// Stop the recording (`end` says why); it comes back in `RecordingDone`.
+    pub(crate) fn stop_recording(&self, end: RecordingEnd) {
         let _ = self
             .worker
-            .send(WorkerCommand::StopRecording { key: self.key });
+            .send(WorkerCommand::StopRecording { key: self.key, end });
     }
 
     /// The peer moved its media (new SDP).
@@ -392,9 +393,9 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
                 slot.recorder = Some(recorder);
             }
         }
-        WorkerCommand::StopRecording { key } => {
+        WorkerCommand::StopRecording { key, end } => {
             if let Some(slot) = sessions.get_mut(&key) {
-                slot.end_recording(RecordingEnd::Stopped);
+                slot.end_recording(end);
             }
         }
         WorkerCommand::Play { key, id, pcm } => {

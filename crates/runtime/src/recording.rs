@@ -34,8 +34,10 @@ pub(crate) struct RecordingSpec {
 /// Why a recording ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RecordingEnd {
-    /// `recording_stop`, or the call task stopped it (e.g. `end_of_key`).
+    /// `recording_stop`, or a new recording replaced it.
     Stopped,
+    /// The caller pressed the recording's `end_of_key`.
+    Key,
     /// The maximum duration was reached.
     Duration,
     /// The peer was silent for `end_of_silence`.
@@ -51,6 +53,7 @@ impl RecordingEnd {
     pub(crate) fn as_reason(&self) -> String {
         match self {
             RecordingEnd::Stopped => "stop".to_owned(),
+            RecordingEnd::Key => "key".to_owned(),
             RecordingEnd::Duration => "duration".to_owned(),
             RecordingEnd::Silence => "silence".to_owned(),
             RecordingEnd::Hangup => "hangup".to_owned(),
