@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/e2e/) need on a Debian 12 machine, as root:
-#   - Debian packages: sip-tester (sipp), espeak-ng, sox, iproute2, util-linux (unshare),
-#     python3-venv;
+#   - Debian packages: sip-tester (sipp), espeak-ng, sox, lame and vorbis-tools (oggenc: the
+#     MP3 and OGG prompts of the media cases), iproute2, util-linux (unshare), python3-venv;
 #   - a Python venv at <repo>/.venv with pjsua2 (the SIP caller) and pocketsphinx (what the
 #     caller heard).
 # Idempotent: a machine that already has everything is left alone and nothing is printed.
@@ -40,6 +40,8 @@ declare -A probe=(
     [sip-tester]=/usr/bin/sipp
     [espeak-ng]=/usr/bin/espeak-ng
     [sox]=/usr/bin/sox
+    [lame]=/usr/bin/lame
+    [vorbis-tools]=/usr/bin/oggenc
     [iproute2]=/usr/sbin/ip
     [util-linux]=/usr/bin/unshare
     [python3-venv]=

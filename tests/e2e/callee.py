@@ -18,7 +18,11 @@ It prints exactly one JSON line on stdout:
     {"got_invite": bool, "connected": bool, "last_status_code": int, "last_reason": str,
      "hung_up_by": "remote"|"local"|null, "call_duration_s": float, "saw_cancel": bool,
      "saw_bye": bool, "invite_from": str, "invite_uri": str, "extra_invites": int,
-     "record": "path", ...}
+     "record": "path", "dtmf_received": "1234#",
+     "dtmf_events": [{"digit", "duration_ms", "method", "t"}], ...}
+
+dtmf_received lists each key received (RFC 4733 or SIP INFO, as pjsua2's onDtmfEvent reports
+it) once, at its end; t counts seconds from confirmation.
 
 hung_up_by is "remote" when the caller ended the call (BYE, or CANCEL before the answer),
 "local" when this script did (a rejection, --hangup-after, --timeout), null if no call ended.
@@ -30,7 +34,7 @@ Example:
 The process prints "callee listening" on stderr once its SIP transport is bound; a test
 should in any case wait for the UDP port (harness.wait_udp_bound) before dialling it.
 pjsua2 runs single-threaded (threadCnt=0, mainThreadOnly=True) on the null audio device, with
-SIP and RTP bound to 127.0.0.1; events are pumped with libHandleEvents in a bounded loop.
+SIP and RTP bound to 127.0.0.1 (set up by pjcommon.py); events are pumped with libHandleEvents in a bounded loop.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ import os
 import signal
 import sys
 import time
-import wave
 
-PUMP_MS = 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pjcommon  # noqa: E402
+from pjcommon import PUMP_MS  # noqa: E402
+
 MODES = ("answer", "ring-answer", "reject-486", "reject-603", "no-answer")
 
 
@@ -106,6 +113,7 @@ def run_callee(args) -> dict:
         "rx_requests": [],
     }
     holders: dict = {"call": None, "recorder": None, "extra": []}
+    dtmf = pjcommon.DtmfLog()
 
     def note_rx_request(prm) -> None:
         """Remember requests received inside the call (CANCEL, BYE) from transaction events."""
@@ -144,6 +152,10 @@ def run_callee(args) -> dict:
 
         def onCallTsxState(self, prm):  # noqa: N802
             note_rx_request(prm)
+
+        def onDtmfEvent(self, prm):  # noqa: N802
+            confirmed = state["confirmed_at"]
+            dtmf.on_event(prm, time.monotonic() - confirmed if confirmed else 0.0)
 
         def onCallMediaState(self, prm):  # noqa: N802
             ci = self.getInfo()
@@ -184,51 +196,9 @@ def run_callee(args) -> dict:
             except Exception:  # noqa: BLE001
                 pass
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    cfg.uaConfig.userAgent = "voxflow-e2e-callee"
-    cfg.uaConfig.maxCalls = 4
-    cfg.logConfig.consoleLevel = 0
-    cfg.logConfig.level = 5 if args.log else 0
-    if args.log:
-        cfg.logConfig.filename = args.log
-    cfg.medConfig.clockRate = 8000
-    cfg.medConfig.sndClockRate = 8000
-    cfg.medConfig.channelCount = 1
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    ep.libInit(cfg)
-
-    tcfg = pj.TransportConfig()
-    tcfg.port = args.port
-    tcfg.boundAddress = "127.0.0.1"
-    tcfg.publicAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    ep.libStart()
-    ep.audDevManager().setNullDev()
-    for codec in ep.codecEnum2():
-        ep.codecSetPriority(codec.codecId, 0)
-    for codec in ep.codecEnum2():
-        if codec.codecId.startswith("PCMU/"):
-            ep.codecSetPriority(codec.codecId, 255)
-        elif codec.codecId.startswith("PCMA/"):
-            ep.codecSetPriority(codec.codecId, 254)
-
-    acfg = pj.AccountConfig()
-    acfg.idUri = f"sip:{args.user}@127.0.0.1:{args.port}"
-    acfg.regConfig.registerOnAdd = False
-    acfg.natConfig.iceEnabled = False
-    acfg.natConfig.sdpNatRewriteUse = 0
-    acfg.natConfig.viaRewriteUse = 0
-    acfg.natConfig.contactRewriteUse = 0
-    mt = acfg.mediaConfig.transportConfig
-    mt.boundAddress = "127.0.0.1"
-    mt.publicAddress = "127.0.0.1"
-    mt.port = args.rtp_port or args.port + 2
-    mt.portRange = 64
+    ep = pjcommon.create_endpoint(args.port, "voxflow-e2e-callee", args.log)
+    acfg = pjcommon.account_config(f"sip:{args.user}@127.0.0.1:{args.port}",
+                                   args.rtp_port or args.port + 2)
     account = Acc()
     account.create(acfg, True)
     print("callee listening", file=sys.stderr, flush=True)
@@ -299,22 +269,15 @@ def run_callee(args) -> dict:
     # the recorder (flushes the WAV header), then stop.
     holders["recorder"] = None
     call = None  # every Call must be gone before libDestroy (its destructor calls into pjsua)
-    for _ in range(30):
-        ep.libHandleEvents(PUMP_MS)
+    pjcommon.pump(ep, 30)
     holders["call"] = None
     holders["extra"] = []
     account.shutdown()
     del account
-    for _ in range(10):
-        ep.libHandleEvents(PUMP_MS)
+    pjcommon.pump(ep, 10)
     ep.libDestroy()
     del ep
-
-    if not os.path.exists(record_path) or os.path.getsize(record_path) < 44:
-        with wave.open(record_path, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
+    pjcommon.ensure_wav(record_path)
 
     if state["disconnected_at"] is None:
         hung_up_by = None
@@ -341,6 +304,8 @@ def run_callee(args) -> dict:
         "invite_uri": state["invite_uri"],
         "extra_invites": state["extra_invites"],
         "record": record_path,
+        "dtmf_received": dtmf.digits,
+        "dtmf_events": dtmf.events,
     }
     if state["invite_at"] is not None and state["disconnected_at"] is not None:
         out["invite_to_end_s"] = round(state["disconnected_at"] - state["invite_at"], 3)

@@ -2,11 +2,16 @@
 """A real SIP caller for end-to-end tests, built on pjsua2.
 
 It places one call, records what it hears (8 kHz mono 16-bit WAV), sends RFC 4733 digits at
-set times after the call is confirmed, optionally hangs up itself, and always ends within
---timeout. It prints exactly one JSON line on stdout:
+set times after the call is confirmed, optionally plays a WAV file into the call as its voice
+(--play, once, --play-at seconds after confirmation), optionally hangs up itself, and always
+ends within --timeout. It prints exactly one JSON line on stdout:
 
     {"connected": bool, "last_status_code": int, "hung_up_by": "remote"|"local"|null,
-     "call_duration_s": float, "digits_sent": "...", "record": "path", ...}
+     "call_duration_s": float, "digits_sent": "...", "record": "path",
+     "play_started_s": float|null (with --play), "dtmf_received": "...",
+     "dtmf_events": [{"digit", "duration_ms", "method", "t"}], ...}
+
+dtmf_received lists the keys the far end sent (RFC 4733 or SIP INFO), each once, at its end.
 
 hung_up_by is "remote" when the far end ended the call (BYE, or a final error response to the
 INVITE), "local" when this script did (--hangup-after, --timeout), null if the call never
@@ -17,7 +22,8 @@ Example:
         --digits "1@6.0" --timeout 30
 
 pjsua2 runs single-threaded (threadCnt=0, mainThreadOnly=True) on the null audio device, with
-SIP and RTP bound to 127.0.0.1; events are pumped with libHandleEvents in a bounded loop.
+SIP and RTP bound to 127.0.0.1 (set up by pjcommon.py); events are pumped with
+libHandleEvents in a bounded loop.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ import os
 import signal
 import sys
 import time
-import wave
 
-PUMP_MS = 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pjcommon  # noqa: E402
+from pjcommon import PUMP_MS  # noqa: E402
 
 
 def parse_digits(spec: str) -> list[tuple[float, str]]:
@@ -60,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: wait for the far end)")
     ap.add_argument("--timeout", type=float, default=60.0,
                     help="hard bound in seconds; the call is ended locally when reached")
+    ap.add_argument("--play", default=None,
+                    help="WAV file (8 kHz mono 16-bit best) to send as the caller's voice, once")
+    ap.add_argument("--play-at", type=float, default=0.0,
+                    help="seconds after confirmation at which --play starts (default 0)")
     ap.add_argument("--from-user", default="e2e-caller", help="user part of the From URI")
     ap.add_argument("--log", default=None, help="write pjsip's log (level 5) to this file")
     args = ap.parse_args(argv)
@@ -99,7 +111,10 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
         "local_hangup": False,
         "disconnected": False,
     }
-    holders: dict = {"recorder": None}
+    holders: dict = {"recorder": None, "media": None, "player": None}
+    play_path = os.path.abspath(args.play) if args.play else None
+    play_started = None
+    dtmf = pjcommon.DtmfLog()
 
     class Caller(pj.Call):
         def onCallState(self, prm):  # noqa: N802 (pjsua2 API name)
@@ -114,62 +129,26 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
                 state["disconnected"] = True
                 state["disconnected_at"] = time.monotonic()
 
+        def onDtmfEvent(self, prm):  # noqa: N802
+            confirmed = state["confirmed_at"]
+            dtmf.on_event(prm, time.monotonic() - confirmed if confirmed else 0.0)
+
         def onCallMediaState(self, prm):  # noqa: N802
             ci = self.getInfo()
             for i, mi in enumerate(ci.media):
                 if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                     continue
                 media = self.getAudioMedia(i)
+                holders["media"] = media
                 if holders["recorder"] is None:
                     rec = pj.AudioMediaRecorder()
                     rec.createRecorder(record_path)
                     holders["recorder"] = rec
                 media.startTransmit(holders["recorder"])
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    cfg.uaConfig.userAgent = "voxflow-e2e-caller"
-    cfg.uaConfig.maxCalls = 4
-    cfg.logConfig.consoleLevel = 0
-    cfg.logConfig.level = 5 if args.log else 0
-    if args.log:
-        cfg.logConfig.filename = args.log
-    cfg.medConfig.clockRate = 8000
-    cfg.medConfig.sndClockRate = 8000
-    cfg.medConfig.channelCount = 1
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    ep.libInit(cfg)
-
-    tcfg = pj.TransportConfig()
-    tcfg.port = args.local_port
-    tcfg.boundAddress = "127.0.0.1"
-    tcfg.publicAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    ep.libStart()
-    ep.audDevManager().setNullDev()
-    for codec in ep.codecEnum2():
-        ep.codecSetPriority(codec.codecId, 0)
-    for codec in ep.codecEnum2():
-        if codec.codecId.startswith("PCMU/"):
-            ep.codecSetPriority(codec.codecId, 255)
-        elif codec.codecId.startswith("PCMA/"):
-            ep.codecSetPriority(codec.codecId, 254)
-
-    acfg = pj.AccountConfig()
-    acfg.idUri = f"sip:{args.from_user}@127.0.0.1:{args.local_port}"
-    acfg.natConfig.iceEnabled = False
-    acfg.natConfig.sdpNatRewriteUse = 0
-    acfg.natConfig.viaRewriteUse = 0
-    acfg.natConfig.contactRewriteUse = 0
-    mt = acfg.mediaConfig.transportConfig
-    mt.boundAddress = "127.0.0.1"
-    mt.publicAddress = "127.0.0.1"
-    mt.port = args.rtp_port or args.local_port + 2
-    mt.portRange = 64
+    ep = pjcommon.create_endpoint(args.local_port, "voxflow-e2e-caller", args.log)
+    acfg = pjcommon.account_config(f"sip:{args.from_user}@127.0.0.1:{args.local_port}",
+                                   args.rtp_port or args.local_port + 2)
     account = pj.Account()
     account.create(acfg)
 
@@ -209,6 +188,16 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
         elif hangup_sent and now >= deadline:
             error = "call did not end after local hangup"
             break
+        if (play_path and play_started is None and confirmed is not None and not hangup_sent
+                and holders["media"] is not None and now - confirmed >= args.play_at):
+            play_started = round(now - confirmed, 3)
+            try:
+                # Only holders keeps it: it must be gone before libDestroy.
+                holders["player"] = pj.AudioMediaPlayer()
+                holders["player"].createPlayer(play_path, pj.PJMEDIA_FILE_NO_LOOP)
+                holders["player"].startTransmit(holders["media"])
+            except pj.Error as e:
+                error = f"play {play_path}: {e.info()}"
         while pending and confirmed is not None and not hangup_sent and now - confirmed >= pending[0][0]:
             _, digits = pending.pop(0)
             prm = pj.CallSendDtmfParam()
@@ -221,23 +210,19 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
             except pj.Error as e:
                 error = f"sendDtmf {digits}: {e.info()}"
 
-    # Teardown: drop the recorder (flushes the WAV header), let the BYE/ACK go out, then stop.
+    # Teardown: drop the player and recorder (flushes the WAV header), let the BYE/ACK go out,
+    # then stop.
+    holders["player"] = None
     holders["recorder"] = None
-    for _ in range(20):
-        ep.libHandleEvents(PUMP_MS)
+    holders["media"] = None
+    pjcommon.pump(ep, 20)
     del call
     account.shutdown()
     del account
-    for _ in range(10):
-        ep.libHandleEvents(PUMP_MS)
+    pjcommon.pump(ep, 10)
     ep.libDestroy()
     del ep
-
-    if not os.path.exists(record_path) or os.path.getsize(record_path) < 44:
-        with wave.open(record_path, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
+    pjcommon.ensure_wav(record_path)
 
     if state["disconnected_at"] is None:
         hung_up_by = None
@@ -257,7 +242,11 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
         "digits_sent": digits_sent,
         "record": record_path,
         "last_reason": state["last_reason"],
+        "dtmf_received": dtmf.digits,
+        "dtmf_events": dtmf.events,
     }
+    if play_path:
+        out["play_started_s"] = play_started
     if error:
         out["error"] = error
     return out

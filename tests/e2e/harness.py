@@ -33,6 +33,7 @@ class Report:
     passed: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    expected_failures: list[str] = field(default_factory=list)
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         if ok:
@@ -44,7 +45,23 @@ class Report:
             print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
         return ok
 
+    def xfail(self, name: str, ok: bool, detail: str, bug: str) -> bool:
+        """A check that fails because of a known, reported voxflow bug: printed as `xfail`,
+        not counted as failed. Once it passes, it says so (remove the mark)."""
+        if ok:
+            self.passed += 1
+            print(f"ok   {name} (still marked as the known bug '{bug}': remove the mark)",
+                  flush=True)
+        else:
+            self.expected_failures.append(name)
+            print(f"xfail {name}: known voxflow bug: {bug}" + (f": {detail}" if detail else ""),
+                  flush=True)
+        return ok
+
     def finish(self) -> int:
+        if self.expected_failures:
+            print(f"{len(self.expected_failures)} expected failure(s) (known voxflow bugs, "
+                  "marked xfail above)", flush=True)
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         return 0 if self.failed == 0 else 1
 
@@ -131,6 +148,9 @@ def run_caller(
     hangup_after: float | None = None,
     timeout: float = 40.0,
     log_file: str | None = None,
+    play: str | None = None,
+    play_at: float = 0.0,
+    from_user: str | None = None,
 ) -> dict:
     """Run caller.py once and return its JSON result (or {"error": ...})."""
     cmd = [sys.executable, os.path.join(E2E_DIR, "caller.py"), "--uri", uri,
@@ -143,6 +163,10 @@ def run_caller(
         cmd += ["--hangup-after", str(hangup_after)]
     if log_file:
         cmd += ["--log", log_file]
+    if play:
+        cmd += ["--play", play, "--play-at", str(play_at)]
+    if from_user:
+        cmd += ["--from-user", from_user]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout + 40)

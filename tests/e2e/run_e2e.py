@@ -21,6 +21,10 @@ uses ports above 62000. It starts `voxflow serve` on a fresh data directory, wai
     scenarios (sipp/uas_*.xml: answer, 486, no answer); checks what the callee saw (ACK, BYE,
     CANCEL; the sentence spoken, via hear.py) and the call record (statuses in order, hangup
     reason and side);
+  - runs the media cases (media_cases.py): play of WAV/MP3/OGG URLs and the audio cache, echo,
+    recording and its file, digits_send (RFC 4733 and in-band), DTMF as SIP INFO, RFC 4733
+    without marker from a foreign SSRC and in-band tones, and the RTP timeout (on a second,
+    short-lived server);
   - sends hostile traffic (hostile.py: ~300 malformed UDP datagrams, 60 TCP connections,
     half-open INVITEs, wrong-password REGISTERs) during a SIPp OPTIONS flood, then checks
     that voxflow still answers OPTIONS over UDP and TCP, /health, and ends the half-open calls.
@@ -73,19 +77,25 @@ class Ports:
         if isolated:
             self.http, self.sip, self.rtp = 18080, 5060, "30000-30999"
             self.next_sip, self.next_media = 5070, 40000
+            # A second, short-lived server (the media group's RTP timeout case).
+            self.http2, self.sip2, self.rtp2 = 18081, 5062, "31000-31099"
         else:
             self.http, self.sip, self.rtp = 62080, 62060, "63000-63499"
             self.next_sip, self.next_media = 62200, 63600
+            self.http2, self.sip2, self.rtp2 = 62081, 62062, "62900-62999"
+        self.lock = threading.Lock()  # the media group allocates from several threads
 
     def sip_port(self) -> int:
-        p = self.next_sip
-        self.next_sip += 1
-        return p
+        with self.lock:
+            p = self.next_sip
+            self.next_sip += 1
+            return p
 
     def media_port(self) -> int:
-        p = self.next_media
-        self.next_media += 10
-        return p
+        with self.lock:
+            p = self.next_media
+            self.next_media += 10
+            return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,17 +105,21 @@ class Ports:
 class Server:
     """One `voxflow serve` process, its log, and its readiness."""
 
-    def __init__(self, binary: str, ports: Ports, out: str):
-        self.data_dir = os.path.join(out, "data")  # fresh: `out` is new for every run
+    def __init__(self, binary: str, ports: Ports, out: str, *, name: str = "voxflow",
+                 http: int | None = None, sip: int | None = None, rtp: str | None = None,
+                 extra: list[str] | None = None):
+        # fresh: `out` is new for every run
+        self.data_dir = os.path.join(out, "data" if name == "voxflow" else f"{name}-data")
         os.makedirs(self.data_dir)
-        self.log_path = os.path.join(out, "voxflow.log")
+        self.log_path = os.path.join(out, f"{name}.log")
         self.ready = threading.Event()
         cmd = [binary, "serve",
-               "--http-listen", f"127.0.0.1:{ports.http}",
-               "--sip-listen", f"127.0.0.1:{ports.sip}",
-               "--rtp-ports", ports.rtp,
+               "--http-listen", f"127.0.0.1:{http or ports.http}",
+               "--sip-listen", f"127.0.0.1:{sip or ports.sip}",
+               "--rtp-ports", rtp or ports.rtp,
                "--data-dir", self.data_dir,
-               "--bootstrap-token", TOKEN]
+               "--bootstrap-token", TOKEN] + (extra or [])
+        self.binary = binary
         log("starting: " + " ".join(cmd))
         self.log_file = open(self.log_path, "w", encoding="utf-8", errors="replace")
         env = dict(os.environ)
@@ -748,8 +762,8 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(harness.E2E_DIR, "out"),
                     help="parent directory for this run's artifacts")
     ap.add_argument("--only", default="",
-                    help="comma-separated case groups to run (ivr, sipp, outbound, hostile); "
-                         "default all")
+                    help="comma-separated case groups to run (ivr, sipp, outbound, media, "
+                         "hostile); default all")
     args = ap.parse_args()
     harness.reexec_with_venv()
     isolated = harness.reexec_in_netns()
@@ -780,7 +794,7 @@ def main() -> int:
     return rep.finish()
 
 
-GROUPS = ("ivr", "sipp", "outbound", "hostile")
+GROUPS = ("ivr", "sipp", "outbound", "media", "hostile")
 
 
 def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[str]) -> None:
@@ -834,6 +848,13 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
         guarded("sipp cases", sipp_cases, rep, ports, out)
     if "outbound" in groups:
         outbound_cases(rep, api, ports, out, guarded)
+    if "media" in groups:
+        import media_cases
+
+        guarded("media cases", media_cases.run, rep, media_cases.Context(
+            api=api, ports=ports, out=out, binary=server.binary, server_class=Server,
+            api_class=Api, api_error=ApiError, phrases=PHRASES, follow_call=follow_call,
+            originate=originate, all_calls=all_calls))
     if "hostile" in groups:
         # Last: it leaves half-open calls and a blocked source behind.
         guarded("hostile traffic", hostile_case, rep, api, server, ports, out)

@@ -10,7 +10,11 @@ Proves the tools the real end-to-end test relies on:
   - caller.py: against SIPp UAS peers (the built-in `-sn uas` and one streaming a µ-law
     prompt) it connects, records what it hears (recognised by hear.py), reports who hung up,
     sends RFC 4733 digits at the set times (checked on the wire by a local RTP sink), handles
-    a rejection and a CANCEL on timeout.
+    a rejection and a CANCEL on timeout;
+  - the media group's tools: rawsip.py against itself (RFC 4733 without marker bit on a
+    foreign SSRC arrives as sent, in-band tones are found by the Goertzel detector, speech is
+    not taken for a key), and caller.py --play into callee.py (the callee hears the sentence
+    and reports the RFC 4733 keys it got).
 
 Run: .venv/bin/python tests/e2e/selftest.py   (after scripts/install-test-deps.sh)
 Prints ok/FAIL per case and "N passed, M failed"; exit code 0 only if all passed.
@@ -365,11 +369,68 @@ def test_caller(rep: Report, out: str, ports: Ports, prompts: dict[str, str]) ->
         rep.check("caller --timeout cancels an unanswered call", False, "peer did not start")
 
 
+def test_media_tools(rep: Report, out: str, ports: Ports) -> None:
+    import hear
+    import media_cases
+    import rawsip
+
+    said = "my voice comes back to me"
+    _, said_wav = harness.synthesise(said, out, "media_said")
+    found = rawsip.detect_digits(rawsip.read_wav_8k(said_wav))
+    rep.check("rawsip: the Goertzel detector finds no key in speech", found == [], str(found))
+
+    # rawsip uac -> rawsip uas: what the uac crafts arrives as crafted.
+    uas_port, uas_rtp = ports.take(), ports.take(2)
+    record = os.path.join(out, "rawsip_uas.wav")
+    uas = media_cases.start_rawsip("uas", uas_port, uas_rtp,
+                                   ["--codecs", "0,101", "--record", record, "--timeout", "15"])
+    if not harness.wait_udp_bound(uas_port, 10, uas):
+        rep.check("rawsip uac -> uas", False, str(media_cases.finish_rawsip(uas, 5)))
+        return
+    uac = media_cases.start_rawsip(
+        "uac", ports.take(), ports.take(2),
+        ["--server", f"127.0.0.1:{uas_port}", "--to", "bob", "--codecs", "0,101",
+         "--rfc4733", "5@0.4", "--dtmf-ssrc", "foreign", "--dtmf-no-marker",
+         "--inband", "7@1.0", "--hangup-after", "2.0", "--timeout", "10"])
+    a = media_cases.finish_rawsip(uac, 20)
+    b = media_cases.finish_rawsip(uas, 20)
+    events = b.get("te_events") or []
+    audio = set((b.get("audio_ssrcs") or {}).keys())
+    tones = [d["digit"] for d in rawsip.detect_digits(rawsip.read_wav_8k(record))] \
+        if os.path.exists(record) else []
+    ok = (a.get("connected") and b.get("connected") and a.get("hung_up_by") == "local"
+          and b.get("hung_up_by") == "remote" and len(events) == 1
+          and events[0]["digit"] == "5" and events[0]["end"] and not events[0]["marker"]
+          and str(events[0]["ssrc"]) not in audio and len(audio) == 1
+          and events[0]["duration"] == 1600 and tones == ["7"])
+    rep.check("rawsip uac -> uas: RFC 4733 '5' without marker on a foreign SSRC, in-band '7', "
+              "BYE", bool(ok), f"uac {a}; uas {b}; tones {tones}")
+
+    # caller.py --play and --digits -> callee.py: the callee hears the sentence, gets the keys.
+    callee_port = ports.take()
+    heard_wav = os.path.join(out, "callee_heard.wav")
+    callee = harness.start_callee(callee_port, "answer", heard_wav, rtp_port=ports.take(8),
+                                  timeout=20)
+    if not harness.wait_udp_bound(callee_port, 10, callee):
+        rep.check("caller --play -> callee", False, str(harness.finish_callee(callee, 5)))
+        return
+    res = harness.run_caller(f"sip:bob@127.0.0.1:{callee_port}", ports.take(),
+                             os.path.join(out, "caller_play.wav"), rtp_port=ports.take(8),
+                             play=said_wav, play_at=0.3, digits="12#@3.5", hangup_after=5.0,
+                             timeout=15)
+    got = harness.finish_callee(callee, 20)
+    heard = hear.hear(heard_wav, PHRASES + [said])
+    ok = (res.get("connected") and res.get("play_started_s") is not None
+          and got.get("dtmf_received") == "12#" and heard == [said])
+    rep.check("caller --play/--digits -> callee: the callee hears the sentence and reports "
+              "the keys once each", bool(ok), f"caller {res}; callee {got}; heard {heard}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(harness.E2E_DIR, "out", "selftest"),
                     help="directory for recordings and SIPp traces")
-    ap.add_argument("--only", choices=["hear", "sipp", "caller"], action="append")
+    ap.add_argument("--only", choices=["hear", "sipp", "caller", "media"], action="append")
     args = ap.parse_args()
     harness.reexec_with_venv()
     harness.reexec_in_netns()
@@ -378,7 +439,7 @@ def main() -> int:
     log(f"artifacts in {out}")
     rep = Report()
     ports = Ports(62100)
-    only = set(args.only or ["hear", "sipp", "caller"])
+    only = set(args.only or ["hear", "sipp", "caller", "media"])
     prompts = {}
     if "hear" in only or "caller" in only:
         if "hear" in only:
@@ -390,6 +451,8 @@ def main() -> int:
         test_scenarios(rep, out, ports)
     if "caller" in only:
         test_caller(rep, out, ports, prompts)
+    if "media" in only:
+        test_media_tools(rep, out, ports)
     return rep.finish()
 
 
