@@ -121,7 +121,7 @@ if [ -n "$MAKE_PROMPTS" ]; then
   exit 0
 fi
 
-bin="$root/target/release/voxflow"
+bin="${VOXFLOW_BIN:-$root/target/release/voxflow}"
 if [ "$EXTERNAL" = 1 ]; then
   [ -n "$TARGET" ] || { echo "--external needs --target HOST:PORT" >&2; exit 2; }
   [ -z "$SERVER_PID" ] || [ -r "/proc/$SERVER_PID/stat" ] || { echo "no process $SERVER_PID" >&2; exit 2; }

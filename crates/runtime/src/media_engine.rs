@@ -1,9 +1,11 @@
 //! The media engine: a few worker threads, each owning many RTP sessions.
 //!
-//! Each worker wakes once per 20 ms tick on absolute deadlines, drains every session's socket
-//! (non-blocking), feeds the packets to the sans-IO [`media::MediaSession`], sends each session's
-//! next packet, and forwards media events to the owning call. There is no task, timer or wake-up per
-//! call or per packet: the cost of a call is its share of one loop iteration (ADR 0003).
+//! Each worker wakes once per 20 ms tick on absolute deadlines. It first sends every session's
+//! packet prepared in the previous tick (one tight pass of `send_to`, so a call's packets leave at
+//! a steady offset in each tick), then drains every session's socket (non-blocking), feeds the
+//! packets to the sans-IO [`media::MediaSession`], prepares each session's next packet, and
+//! forwards media events to the owning call. There is no task, timer or wake-up per call or per
+//! packet: the cost of a call is its share of one loop iteration (ADR 0003, ADR 0005).
 //!
 //! A worker also writes the call's recording, if one runs, from the session's received and sent
 //! frames of the tick, and sends RTCP reports; it reads a session's RTCP socket only every
@@ -29,6 +31,8 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(200);
 /// Datagrams read per session per tick at most (a flood cannot starve the other sessions).
 const MAX_READS_PER_TICK: usize = 32;
+/// Room for one prepared RTP packet (header + 20 ms of G.711 + slack), allocated once per call.
+const READY_CAPACITY: usize = 12 + 160 + 20;
 /// RTCP sockets are read once per this many ticks (reports come every ~5 s).
 const RTCP_READ_EVERY: u64 = 10;
 
@@ -267,6 +271,9 @@ struct Slot {
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
     recorder: Option<Box<Recorder>>,
+    /// The RTP packet prepared last tick, sent at the start of this one, and where to.
+    ready: Vec<u8>,
+    ready_to: Option<SocketAddr>,
 }
 
 impl Slot {
@@ -297,6 +304,13 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
             }
         }
         let read_rtcp = tick.is_multiple_of(RTCP_READ_EVERY);
+        // Sends first, in one tight pass, so each call's packet leaves at the same offset in
+        // every tick whatever the processing of the others costs (ADR 0005).
+        for slot in sessions.values_mut() {
+            if let Some(dest) = slot.ready_to.take() {
+                let _ = slot.ports.rtp.send_to(&slot.ready, dest);
+            }
+        }
         for slot in sessions.values_mut() {
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
         }
@@ -343,6 +357,8 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
                     session,
                     events,
                     recorder: None,
+                    ready: Vec::with_capacity(READY_CAPACITY),
+                    ready_to: None,
                 },
             );
         }
@@ -453,9 +469,7 @@ fn service(
             }
         }
     }
-    if let Some(dest) = slot.session.poll_packet(send_buf) {
-        let _ = slot.ports.rtp.send_to(send_buf, dest);
-    }
+    slot.ready_to = slot.session.poll_packet(&mut slot.ready);
     if let Some(recorder) = slot.recorder.as_mut()
         && let Some(end) = recorder.write(slot.session.received_frame(), slot.session.sent_frame())
     {
