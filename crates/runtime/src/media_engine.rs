@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use media::{MediaEvent, MediaSession};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::recording::{Recorder, RecordingEnd};
@@ -31,6 +32,8 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(200);
 /// Datagrams read per session per tick at most (a flood cannot starve the other sessions).
 const MAX_READS_PER_TICK: usize = 32;
+/// Readiness events fetched per `epoll_wait`.
+const READY_EVENTS: usize = 1024;
 /// Room for one prepared RTP packet (header + 20 ms of G.711 + slack), allocated once per call.
 const READY_CAPACITY: usize = 12 + 160 + 20;
 /// RTCP sockets are read once per this many ticks (reports come every ~5 s).
@@ -137,9 +140,10 @@ impl MediaEngine {
         let mut senders = Vec::new();
         for n in 0..workers.max(1) {
             let (tx, rx) = mpsc::channel();
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
             thread::Builder::new()
                 .name(format!("media-{n}"))
-                .spawn(move || run_worker(&rx))?;
+                .spawn(move || run_worker(&rx, &epoll))?;
             senders.push(tx);
         }
         Ok(MediaEngine {
@@ -267,6 +271,8 @@ impl Drop for MediaHandle {
 }
 
 struct Slot {
+    /// Whether the RTP socket is in the worker's epoll set (else it is read every tick).
+    polled: bool,
     ports: RtpPorts,
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
@@ -287,8 +293,9 @@ impl Slot {
     }
 }
 
-fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
+fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
     let mut sessions: HashMap<u64, Slot> = HashMap::new();
+    let mut ready = vec![EpollEvent::empty(); READY_EVENTS];
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
     let mut deadline = Instant::now();
@@ -298,7 +305,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
         let ntp = ntp_now();
         loop {
             match commands.try_recv() {
-                Ok(cmd) => apply(&mut sessions, cmd),
+                Ok(cmd) => apply(&mut sessions, epoll, cmd),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
@@ -311,6 +318,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
                 let _ = slot.ports.rtp.send_to(&slot.ready, dest);
             }
         }
+        receive(&mut sessions, epoll, &mut ready, &mut recv_buf);
         for slot in sessions.values_mut() {
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
         }
@@ -320,10 +328,10 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
             // Block on the command channel until the next tick: a new call is attached at once.
             match commands.recv_timeout(wait) {
                 Ok(cmd) => {
-                    apply(&mut sessions, cmd);
+                    apply(&mut sessions, epoll, cmd);
                     // Drain the rest and sleep out the tick.
                     while let Ok(cmd) = commands.try_recv() {
-                        apply(&mut sessions, cmd);
+                        apply(&mut sessions, epoll, cmd);
                     }
                     if let Some(rest) = deadline.checked_duration_since(Instant::now()) {
                         thread::sleep(rest);
@@ -342,7 +350,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
     }
 }
 
-fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
+fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
     match cmd {
         WorkerCommand::Attach {
             key,
@@ -350,9 +358,15 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
             session,
             events,
         } => {
+            // Level-triggered readiness: the tick reads only the sockets that have data.
+            let polled = epoll
+                .add(&ports.rtp, EpollEvent::new(EpollFlags::EPOLLIN, key))
+                .inspect_err(|e| tracing::warn!(error = %e, "epoll: reading this call's RTP every tick"))
+                .is_ok();
             sessions.insert(
                 key,
                 Slot {
+                    polled,
                     ports,
                     session,
                     events,
@@ -438,6 +452,51 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
     }
 }
 
+/// Reads the RTP that arrived since the last tick: one datagram from each socket epoll reports
+/// readable, again while some still are (at most [`MAX_READS_PER_TICK`] rounds, so a flood on
+/// one socket cannot starve the others). A socket with one packet a tick costs one `recvfrom`
+/// and its share of an `epoll_wait`, not a second read that finds nothing.
+fn receive(
+    sessions: &mut HashMap<u64, Slot>,
+    epoll: &Epoll,
+    ready: &mut [EpollEvent],
+    recv_buf: &mut [u8],
+) {
+    for _ in 0..MAX_READS_PER_TICK {
+        let n = epoll.wait(ready, EpollTimeout::ZERO).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        for event in ready.iter().take(n) {
+            if let Some(slot) = sessions.get_mut(&event.data()) {
+                read_one(slot, recv_buf);
+            }
+        }
+    }
+    for slot in sessions.values_mut().filter(|s| !s.polled) {
+        for _ in 0..MAX_READS_PER_TICK {
+            if !read_one(slot, recv_buf) {
+                break;
+            }
+        }
+    }
+}
+
+/// One datagram from the call's RTP socket into its session; false when there was none.
+fn read_one(slot: &mut Slot, recv_buf: &mut [u8]) -> bool {
+    match slot.ports.rtp.recv_from(recv_buf) {
+        Ok((n, from)) => {
+            if let Some(data) = recv_buf.get(..n) {
+                slot.session.handle_rtp(from, data);
+            }
+            true
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        // ICMP port unreachable from the peer surfaces here on Linux: nothing to read.
+        Err(_) => false,
+    }
+}
+
 fn service(
     slot: &mut Slot,
     recv_buf: &mut [u8],
@@ -445,18 +504,6 @@ fn service(
     read_rtcp: bool,
     ntp: u64,
 ) {
-    for _ in 0..MAX_READS_PER_TICK {
-        match slot.ports.rtp.recv_from(recv_buf) {
-            Ok((n, from)) => {
-                if let Some(data) = recv_buf.get(..n) {
-                    slot.session.handle_rtp(from, data);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            // ICMP port unreachable from the peer surfaces here on Linux; keep going.
-            Err(_) => break,
-        }
-    }
     if read_rtcp {
         for _ in 0..MAX_READS_PER_TICK {
             match slot.ports.rtcp.recv_from(recv_buf) {
