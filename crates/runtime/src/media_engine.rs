@@ -140,7 +140,8 @@ impl MediaEngine {
         let mut senders = Vec::new();
         for n in 0..workers.max(1) {
             let (tx, rx) = mpsc::channel();
-            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
+            let epoll =
+                Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
             thread::Builder::new()
                 .name(format!("media-{n}"))
                 .spawn(move || run_worker(&rx, &epoll))?;
@@ -361,7 +362,9 @@ fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
             // Level-triggered readiness: the tick reads only the sockets that have data.
             let polled = epoll
                 .add(&ports.rtp, EpollEvent::new(EpollFlags::EPOLLIN, key))
-                .inspect_err(|e| tracing::warn!(error = %e, "epoll: reading this call's RTP every tick"))
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "epoll: reading this call's RTP every tick"),
+                )
                 .is_ok();
             sessions.insert(
                 key,
