@@ -156,6 +156,8 @@ pub struct MediaSession {
     /// Digits sent as in-band tones (no telephone-event negotiated).
     inband_tx: Option<Playback>,
     echo: Option<Echo>,
+    /// Bridged with packet relay: `poll_packet` sends nothing, [`Self::relay_packet`] does.
+    relay: Option<Relay>,
     /// Whether the peer is expected to send (not on hold).
     receiving: bool,
     last_rx_tick: u64,
@@ -203,6 +205,7 @@ impl MediaSession {
             sending: None,
             inband_tx: None,
             echo: None,
+            relay: None,
             receiving: true,
             last_rx_tick: 0,
             timeout_reported: false,
@@ -439,6 +442,89 @@ impl MediaSession {
         }
     }
 
+    /// Whether packets of `other`'s peer can be relayed to this session's peer unchanged
+    /// but for the header: the same codec (a bridge then skips decoding and encoding).
+    #[must_use]
+    pub fn can_relay_from(&self, other: &SessionConfig) -> bool {
+        self.config.codec == other.codec
+    }
+
+    /// Starts (with the bridged leg's audio and telephone-event payload types) or ends packet
+    /// relay. While it runs, [`poll_packet`](Self::poll_packet) keeps the session's clock,
+    /// reception and events going but sends nothing: the bridge calls
+    /// [`relay_packet`](Self::relay_packet) with each packet from the other leg instead. Our
+    /// sequence numbers and timestamps stay one continuous stream across the switches.
+    pub fn set_relaying(&mut self, from: Option<(u8, Option<u8>)>) {
+        self.relay = from.map(|(audio_pt, dtmf_pt)| Relay {
+            audio_pt,
+            dtmf_pt,
+            source: None,
+        });
+    }
+
+    /// Relays one RTP packet that arrived on the bridged leg (see
+    /// [`set_relaying`](Self::set_relaying)): the payload is copied untouched; the header gets
+    /// our SSRC, our payload type numbers, and sequence numbers and timestamps continuing our
+    /// stream (gaps and reordering in the source are kept; a new source SSRC is re-based so the
+    /// far end sees no jump). Writes the packet into `out` and returns where to send it, or
+    /// `None` (and `out` empty) when relay is off, the packet is not RTP of the leg's audio or
+    /// telephone-event types, or no remote address is known.
+    #[must_use]
+    pub fn relay_packet(&mut self, data: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
+        out.clear();
+        let relay = self.relay.as_mut()?;
+        let packet = RtpPacket::parse(data).ok()?;
+        let header = packet.header;
+        let (payload_type, advances) = if header.payload_type == relay.audio_pt {
+            (self.config.payload_type, true)
+        } else if relay.dtmf_pt == Some(header.payload_type) {
+            (self.config.dtmf_payload_type?, false)
+        } else {
+            return None;
+        };
+        let source = match relay.source {
+            Some(source) if source.ssrc == header.ssrc => source,
+            _ => {
+                let source = RelaySource {
+                    ssrc: header.ssrc,
+                    sequence_offset: self.next_sequence.wrapping_sub(header.sequence_number),
+                    timestamp_offset: self.next_timestamp.wrapping_sub(header.timestamp),
+                };
+                relay.source = Some(source);
+                source
+            }
+        };
+        let sequence_number = header.sequence_number.wrapping_add(source.sequence_offset);
+        let timestamp = header.timestamp.wrapping_add(source.timestamp_offset);
+        let remote = self
+            .remote
+            .filter(|r| !r.ip().is_unspecified() && r.port() != 0)?;
+        RtpHeader {
+            marker: header.marker,
+            payload_type,
+            sequence_number,
+            timestamp,
+            ssrc: self.config.ssrc,
+        }
+        .write(out);
+        out.extend_from_slice(packet.payload);
+        // Our stream continues after the newest packet relayed (older ones fill gaps).
+        if sequence_number.wrapping_sub(self.next_sequence) < 0x8000 {
+            self.next_sequence = sequence_number.wrapping_add(1);
+        }
+        if advances {
+            let end = timestamp.wrapping_add(packet.payload.len() as u32);
+            if end.wrapping_sub(self.next_timestamp) < 0x8000_0000 {
+                self.next_timestamp = end;
+            }
+        }
+        self.sent_first_packet = true;
+        self.sent_since_report = true;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += out.len() as u64;
+        Some(remote)
+    }
+
     /// The peer's RTP address changed in a new SDP. An unspecified address (`0.0.0.0`, the
     /// RFC 2543 hold) or port 0 stops sending until RTP arrives from the peer.
     pub fn set_remote(&mut self, addr: SocketAddr) {
@@ -476,6 +562,11 @@ impl MediaSession {
         self.check_timeout();
 
         out.clear();
+        if self.relay.is_some() {
+            // The bridge sends the other leg's packets; our clock and reception go on.
+            self.tx_frame.fill(0);
+            return None;
+        }
         let event = if self.sender.is_active() {
             Some(self.sender.poll(self.ptime_ms))
         } else {
@@ -757,6 +848,21 @@ impl Playback {
     fn is_done(&self) -> bool {
         self.position >= self.pcm.len()
     }
+}
+
+#[derive(Debug)]
+struct Relay {
+    audio_pt: u8,
+    dtmf_pt: Option<u8>,
+    source: Option<RelaySource>,
+}
+
+/// How a relayed source's sequence numbers and timestamps map onto our stream.
+#[derive(Debug, Clone, Copy)]
+struct RelaySource {
+    ssrc: u32,
+    sequence_offset: u16,
+    timestamp_offset: u32,
 }
 
 #[derive(Debug)]

@@ -1209,3 +1209,121 @@ fn echo_at_30ms_ptime_sends_every_received_sample() {
     // One second from the middle of the call comes back intact.
     assert!(find(&echoed, &expected[9600..17_600]).is_some());
 }
+
+// ---- packet relay (bridged legs with the same codec) ----
+
+/// A packet of the other leg: its own SSRC, PT 8 (say), and `fill` as payload.
+fn foreign(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    RtpHeader {
+        marker,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .write(&mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn relayed_packets_continue_our_stream_with_the_payload_untouched() {
+    let mut s = MediaSession::new(config(Some(TE)));
+    let before: Vec<Vec<u8>> = (0..3).map(|_| poll(&mut s)).collect();
+    let last = header(&before[2]);
+    s.set_relaying(Some((96, Some(100))));
+    // While relaying, the tick sends nothing of its own.
+    assert!(poll(&mut s).is_empty());
+    let mut out = Vec::new();
+    let mut relayed = Vec::new();
+    for i in 0..5u16 {
+        let body = [i as u8; 160];
+        let packet = foreign(
+            96,
+            40_000 + i,
+            9_000 + 160 * u32::from(i),
+            0xF0F0,
+            i == 0,
+            &body,
+        );
+        assert_eq!(s.relay_packet(&packet, &mut out), Some(peer()));
+        relayed.push(out.clone());
+    }
+    for (i, packet) in relayed.iter().enumerate() {
+        let h = header(packet);
+        assert_eq!(h.ssrc, OUR_SSRC);
+        assert_eq!(h.payload_type, 0, "mapped to our audio payload type");
+        assert_eq!(
+            h.sequence_number,
+            last.sequence_number.wrapping_add(1 + i as u16)
+        );
+        // Continuous with our last packet (the relay, not the tick, drives our timeline).
+        assert_eq!(h.timestamp, last.timestamp + 160 * (1 + i as u32));
+        assert_eq!(h.marker, i == 0);
+        assert_eq!(payload(packet), [i as u8; 160]);
+    }
+    // Relay ends: our own packets carry on from the last relayed one.
+    s.set_relaying(None);
+    let next = header(&poll(&mut s));
+    let last_relayed = header(&relayed[4]);
+    assert_eq!(
+        next.sequence_number,
+        last_relayed.sequence_number.wrapping_add(1)
+    );
+    assert_eq!(next.timestamp, last_relayed.timestamp + 160);
+}
+
+#[test]
+fn relay_keeps_gaps_rebases_a_new_source_and_maps_telephone_events() {
+    let mut s = MediaSession::new(config(Some(TE)));
+    s.set_relaying(Some((0, Some(101))));
+    let mut out = Vec::new();
+    let body = [0x55u8; 160];
+    let _ = s.relay_packet(&foreign(0, 10, 1_000, 1, false, &body), &mut out);
+    let first = header(&out);
+    assert_eq!(
+        (first.sequence_number, first.timestamp),
+        (OUR_SEQ, OUR_TS),
+        "the first relayed packet continues where our stream would"
+    );
+    // A lost packet in the source stays a gap for the far end.
+    let _ = s.relay_packet(&foreign(0, 12, 1_320, 1, false, &body), &mut out);
+    assert_eq!(header(&out).sequence_number, OUR_SEQ + 2);
+    assert_eq!(header(&out).timestamp, OUR_TS + 320);
+    // A telephone-event keeps its event timestamp and gets our DTMF payload type.
+    let event = foreign(101, 13, 1_480, 1, true, &[5, 0x0A, 0, 160]);
+    assert_eq!(s.relay_packet(&event, &mut out), Some(peer()));
+    assert_eq!(header(&out).payload_type, TE);
+    assert_eq!(header(&out).timestamp, OUR_TS + 480);
+    assert_eq!(payload(&out), [5, 0x0A, 0, 160]);
+    // The other leg is re-INVITEd to a new source: no jump for our far end.
+    let _ = s.relay_packet(&foreign(0, 5_000, 777_777, 2, false, &body), &mut out);
+    assert_eq!(header(&out).sequence_number, OUR_SEQ + 4);
+    assert_eq!(header(&out).timestamp, OUR_TS + 480);
+    // Neither of the leg's payload types, or not RTP: nothing is sent.
+    assert_eq!(
+        s.relay_packet(&foreign(18, 5_001, 0, 2, false, &body), &mut out),
+        None
+    );
+    assert!(out.is_empty());
+    assert_eq!(s.relay_packet(b"garbage", &mut out), None);
+    // Relay off: nothing relayed.
+    s.set_relaying(None);
+    assert_eq!(
+        s.relay_packet(&foreign(0, 5_002, 0, 2, false, &body), &mut out),
+        None
+    );
+}
+
+#[test]
+fn relay_needs_the_same_codec() {
+    let s = MediaSession::new(config(Some(TE)));
+    assert!(s.can_relay_from(&config(None)));
+    let alaw = SessionConfig {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        ..config(Some(TE))
+    };
+    assert!(!s.can_relay_from(&alaw));
+}
