@@ -8,8 +8,8 @@
 //! packet: the cost of a call is its share of one loop iteration (ADR 0003, ADR 0005).
 //!
 //! A worker also writes the call's recording, if one runs, from the session's received and sent
-//! frames of the tick, and sends RTCP reports; it reads a session's RTCP socket only every
-//! [`RTCP_READ_EVERY`] ticks, as reports come every few seconds.
+//! frames of the tick, and sends RTCP reports. It reads only the RTP and RTCP sockets that epoll
+//! reports readable.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -36,8 +36,8 @@ const MAX_READS_PER_TICK: usize = 32;
 const READY_EVENTS: usize = 1024;
 /// Room for one prepared RTP packet (header + 20 ms of G.711 + slack), allocated once per call.
 const READY_CAPACITY: usize = 12 + 160 + 20;
-/// RTCP sockets are read once per this many ticks (reports come every ~5 s).
-const RTCP_READ_EVERY: u64 = 10;
+/// Marks an epoll key as a call's RTCP socket (the rest of the key is the call's).
+const RTCP_KEY: u64 = 1 << 63;
 
 /// What the engine tells the call that owns a session.
 #[derive(Debug)]
@@ -300,9 +300,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
     let mut deadline = Instant::now();
-    let mut tick: u64 = 0;
     loop {
-        tick += 1;
         let ntp = ntp_now();
         loop {
             match commands.try_recv() {
@@ -311,7 +309,6 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
-        let read_rtcp = tick.is_multiple_of(RTCP_READ_EVERY);
         // Sends first, in one tight pass, so each call's packet leaves at the same offset in
         // every tick whatever the processing of the others costs (ADR 0005).
         for slot in sessions.values_mut() {
@@ -321,7 +318,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
         }
         receive(&mut sessions, epoll, &mut ready, &mut recv_buf);
         for slot in sessions.values_mut() {
-            service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
+            service(slot, &mut send_buf, ntp);
         }
         deadline += TICK;
         let now = Instant::now();
@@ -362,8 +359,14 @@ fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
             // Level-triggered readiness: the tick reads only the sockets that have data.
             let polled = epoll
                 .add(&ports.rtp, EpollEvent::new(EpollFlags::EPOLLIN, key))
+                .and_then(|()| {
+                    epoll.add(
+                        &ports.rtcp,
+                        EpollEvent::new(EpollFlags::EPOLLIN, key | RTCP_KEY),
+                    )
+                })
                 .inspect_err(
-                    |e| tracing::warn!(error = %e, "epoll: reading this call's RTP every tick"),
+                    |e| tracing::warn!(error = %e, "epoll: reading this call's sockets every tick"),
                 )
                 .is_ok();
             sessions.insert(
@@ -471,26 +474,39 @@ fn receive(
             break;
         }
         for event in ready.iter().take(n) {
-            if let Some(slot) = sessions.get_mut(&event.data()) {
-                read_one(slot, recv_buf);
+            let key = event.data();
+            if let Some(slot) = sessions.get_mut(&(key & !RTCP_KEY)) {
+                read_one(slot, recv_buf, key & RTCP_KEY != 0);
             }
         }
     }
     for slot in sessions.values_mut().filter(|s| !s.polled) {
-        for _ in 0..MAX_READS_PER_TICK {
-            if !read_one(slot, recv_buf) {
-                break;
+        for rtcp in [false, true] {
+            for _ in 0..MAX_READS_PER_TICK {
+                if !read_one(slot, recv_buf, rtcp) {
+                    break;
+                }
             }
         }
     }
 }
 
-/// One datagram from the call's RTP socket into its session; false when there was none.
-fn read_one(slot: &mut Slot, recv_buf: &mut [u8]) -> bool {
-    match slot.ports.rtp.recv_from(recv_buf) {
+/// One datagram from the call's RTP (or RTCP) socket into its session; false when there was
+/// none.
+fn read_one(slot: &mut Slot, recv_buf: &mut [u8], rtcp: bool) -> bool {
+    let socket = if rtcp {
+        &slot.ports.rtcp
+    } else {
+        &slot.ports.rtp
+    };
+    match socket.recv_from(recv_buf) {
         Ok((n, from)) => {
             if let Some(data) = recv_buf.get(..n) {
-                slot.session.handle_rtp(from, data);
+                if rtcp {
+                    slot.session.handle_rtcp(from, data);
+                } else {
+                    slot.session.handle_rtp(from, data);
+                }
             }
             true
         }
@@ -500,25 +516,7 @@ fn read_one(slot: &mut Slot, recv_buf: &mut [u8]) -> bool {
     }
 }
 
-fn service(
-    slot: &mut Slot,
-    recv_buf: &mut [u8],
-    send_buf: &mut Vec<u8>,
-    read_rtcp: bool,
-    ntp: u64,
-) {
-    if read_rtcp {
-        for _ in 0..MAX_READS_PER_TICK {
-            match slot.ports.rtcp.recv_from(recv_buf) {
-                Ok((n, from)) => {
-                    if let Some(data) = recv_buf.get(..n) {
-                        slot.session.handle_rtcp(from, data);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    }
+fn service(slot: &mut Slot, send_buf: &mut Vec<u8>, ntp: u64) {
     slot.ready_to = slot.session.poll_packet(&mut slot.ready);
     if let Some(recorder) = slot.recorder.as_mut()
         && let Some(end) = recorder.write(slot.session.received_frame(), slot.session.sent_frame())

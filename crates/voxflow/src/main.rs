@@ -230,12 +230,27 @@ fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run(args))?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Every call holds two sockets (RTP and RTCP) besides SIP connections, so the usual soft limit
+/// of 1024 open files would cap a server near 500 calls: raise it to the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open files limit"),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read the open files limit"),
+    }
 }
 
 async fn run(args: Serve) -> anyhow::Result<()> {
