@@ -1,15 +1,14 @@
 //! The media engine: a few worker threads, each owning many RTP sessions.
 //!
-//! Each worker wakes once per 20 ms tick on absolute deadlines. It first sends every session's
-//! packet prepared in the previous tick (one tight pass of `send_to`, so a call's packets leave at
-//! a steady offset in each tick), then drains every session's socket (non-blocking), feeds the
-//! packets to the sans-IO [`media::MediaSession`], prepares each session's next packet, and
-//! forwards media events to the owning call. There is no task, timer or wake-up per call or per
-//! packet: the cost of a call is its share of one loop iteration (ADR 0003, ADR 0005).
+//! Each worker wakes once per 20 ms tick on absolute deadlines, drains every session's socket
+//! (non-blocking), feeds the packets to the sans-IO [`media::MediaSession`], sends each session's
+//! next packet, and forwards media events to the owning call. There is no task, timer or wake-up per
+//! call or per packet: the cost of a call is its share of one loop iteration (ADR 0003).
 //!
 //! A worker also writes the call's recording, if one runs, from the session's received and sent
-//! frames of the tick, and sends RTCP reports. It reads only the RTP and RTCP sockets that epoll
-//! reports readable.
+//! frames of the tick, and sends RTCP reports; it reads a session's RTCP socket only every
+//! [`RTCP_READ_EVERY`] ticks, as reports come every few seconds — a different tenth of the
+//! sessions each tick, so the cost is the same in every tick (ADR 0005).
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -21,7 +20,6 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use media::{MediaEvent, MediaSession};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::recording::{Recorder, RecordingEnd};
@@ -32,12 +30,8 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(200);
 /// Datagrams read per session per tick at most (a flood cannot starve the other sessions).
 const MAX_READS_PER_TICK: usize = 32;
-/// Readiness events fetched per `epoll_wait`.
-const READY_EVENTS: usize = 1024;
-/// Room for one prepared RTP packet (header + 20 ms of G.711 + slack), allocated once per call.
-const READY_CAPACITY: usize = 12 + 160 + 20;
-/// Marks an epoll key as a call's RTCP socket (the rest of the key is the call's).
-const RTCP_KEY: u64 = 1 << 63;
+/// RTCP sockets are read once per this many ticks (reports come every ~5 s).
+const RTCP_READ_EVERY: u64 = 10;
 
 /// What the engine tells the call that owns a session.
 #[derive(Debug)]
@@ -140,11 +134,9 @@ impl MediaEngine {
         let mut senders = Vec::new();
         for n in 0..workers.max(1) {
             let (tx, rx) = mpsc::channel();
-            let epoll =
-                Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
             thread::Builder::new()
                 .name(format!("media-{n}"))
-                .spawn(move || run_worker(&rx, &epoll))?;
+                .spawn(move || run_worker(&rx))?;
             senders.push(tx);
         }
         Ok(MediaEngine {
@@ -272,15 +264,10 @@ impl Drop for MediaHandle {
 }
 
 struct Slot {
-    /// Whether the RTP socket is in the worker's epoll set (else it is read every tick).
-    polled: bool,
     ports: RtpPorts,
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
     recorder: Option<Box<Recorder>>,
-    /// The RTP packet prepared last tick, sent at the start of this one, and where to.
-    ready: Vec<u8>,
-    ready_to: Option<SocketAddr>,
 }
 
 impl Slot {
@@ -294,31 +281,26 @@ impl Slot {
     }
 }
 
-fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
+fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
     let mut sessions: HashMap<u64, Slot> = HashMap::new();
-    let mut ready = vec![EpollEvent::empty(); READY_EVENTS];
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
     let mut deadline = Instant::now();
+    let mut tick: u64 = 0;
     loop {
+        tick += 1;
         let ntp = ntp_now();
         loop {
             match commands.try_recv() {
-                Ok(cmd) => apply(&mut sessions, epoll, cmd),
+                Ok(cmd) => apply(&mut sessions, cmd),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
-        // Sends first, in one tight pass, so each call's packet leaves at the same offset in
-        // every tick whatever the processing of the others costs (ADR 0005).
-        for slot in sessions.values_mut() {
-            if let Some(dest) = slot.ready_to.take() {
-                let _ = slot.ports.rtp.send_to(&slot.ready, dest);
-            }
-        }
-        receive(&mut sessions, epoll, &mut ready, &mut recv_buf);
-        for slot in sessions.values_mut() {
-            service(slot, &mut send_buf, ntp);
+        let rtcp_turn = tick % RTCP_READ_EVERY;
+        for (key, slot) in &mut sessions {
+            let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
+            service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
         }
         deadline += TICK;
         let now = Instant::now();
@@ -326,10 +308,10 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
             // Block on the command channel until the next tick: a new call is attached at once.
             match commands.recv_timeout(wait) {
                 Ok(cmd) => {
-                    apply(&mut sessions, epoll, cmd);
+                    apply(&mut sessions, cmd);
                     // Drain the rest and sleep out the tick.
                     while let Ok(cmd) = commands.try_recv() {
-                        apply(&mut sessions, epoll, cmd);
+                        apply(&mut sessions, cmd);
                     }
                     if let Some(rest) = deadline.checked_duration_since(Instant::now()) {
                         thread::sleep(rest);
@@ -348,7 +330,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, epoll: &Epoll) {
     }
 }
 
-fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
+fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
     match cmd {
         WorkerCommand::Attach {
             key,
@@ -356,29 +338,13 @@ fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
             session,
             events,
         } => {
-            // Level-triggered readiness: the tick reads only the sockets that have data.
-            let polled = epoll
-                .add(&ports.rtp, EpollEvent::new(EpollFlags::EPOLLIN, key))
-                .and_then(|()| {
-                    epoll.add(
-                        &ports.rtcp,
-                        EpollEvent::new(EpollFlags::EPOLLIN, key | RTCP_KEY),
-                    )
-                })
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "epoll: reading this call's sockets every tick"),
-                )
-                .is_ok();
             sessions.insert(
                 key,
                 Slot {
-                    polled,
                     ports,
                     session,
                     events,
                     recorder: None,
-                    ready: Vec::with_capacity(READY_CAPACITY),
-                    ready_to: None,
                 },
             );
         }
@@ -458,66 +424,40 @@ fn apply(sessions: &mut HashMap<u64, Slot>, epoll: &Epoll, cmd: WorkerCommand) {
     }
 }
 
-/// Reads the RTP that arrived since the last tick: one datagram from each socket epoll reports
-/// readable, again while some still are (at most [`MAX_READS_PER_TICK`] rounds, so a flood on
-/// one socket cannot starve the others). A socket with one packet a tick costs one `recvfrom`
-/// and its share of an `epoll_wait`, not a second read that finds nothing.
-fn receive(
-    sessions: &mut HashMap<u64, Slot>,
-    epoll: &Epoll,
-    ready: &mut [EpollEvent],
+fn service(
+    slot: &mut Slot,
     recv_buf: &mut [u8],
+    send_buf: &mut Vec<u8>,
+    read_rtcp: bool,
+    ntp: u64,
 ) {
     for _ in 0..MAX_READS_PER_TICK {
-        let n = epoll.wait(ready, EpollTimeout::ZERO).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        for event in ready.iter().take(n) {
-            let key = event.data();
-            if let Some(slot) = sessions.get_mut(&(key & !RTCP_KEY)) {
-                read_one(slot, recv_buf, key & RTCP_KEY != 0);
-            }
-        }
-    }
-    for slot in sessions.values_mut().filter(|s| !s.polled) {
-        for rtcp in [false, true] {
-            for _ in 0..MAX_READS_PER_TICK {
-                if !read_one(slot, recv_buf, rtcp) {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// One datagram from the call's RTP (or RTCP) socket into its session; false when there was
-/// none.
-fn read_one(slot: &mut Slot, recv_buf: &mut [u8], rtcp: bool) -> bool {
-    let socket = if rtcp {
-        &slot.ports.rtcp
-    } else {
-        &slot.ports.rtp
-    };
-    match socket.recv_from(recv_buf) {
-        Ok((n, from)) => {
-            if let Some(data) = recv_buf.get(..n) {
-                if rtcp {
-                    slot.session.handle_rtcp(from, data);
-                } else {
+        match slot.ports.rtp.recv_from(recv_buf) {
+            Ok((n, from)) => {
+                if let Some(data) = recv_buf.get(..n) {
                     slot.session.handle_rtp(from, data);
                 }
             }
-            true
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // ICMP port unreachable from the peer surfaces here on Linux; keep going.
+            Err(_) => break,
         }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        // ICMP port unreachable from the peer surfaces here on Linux: nothing to read.
-        Err(_) => false,
     }
-}
-
-fn service(slot: &mut Slot, send_buf: &mut Vec<u8>, ntp: u64) {
-    slot.ready_to = slot.session.poll_packet(&mut slot.ready);
+    if read_rtcp {
+        for _ in 0..MAX_READS_PER_TICK {
+            match slot.ports.rtcp.recv_from(recv_buf) {
+                Ok((n, from)) => {
+                    if let Some(data) = recv_buf.get(..n) {
+                        slot.session.handle_rtcp(from, data);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    if let Some(dest) = slot.session.poll_packet(send_buf) {
+        let _ = slot.ports.rtp.send_to(send_buf, dest);
+    }
     if let Some(recorder) = slot.recorder.as_mut()
         && let Some(end) = recorder.write(slot.session.received_frame(), slot.session.sent_frame())
     {
