@@ -279,16 +279,7 @@ def run_callee(args) -> dict:
     del ep
     pjcommon.ensure_wav(record_path)
 
-    if state["disconnected_at"] is None:
-        hung_up_by = None
-    elif state["local_hangup"]:
-        hung_up_by = "local"
-    else:
-        hung_up_by = "remote"
-    duration = 0.0
-    if state["confirmed_at"] is not None:
-        end = state["disconnected_at"] or time.monotonic()
-        duration = round(end - state["confirmed_at"], 3)
+    hung_up_by, duration = pjcommon.call_outcome(state)
     out = {
         "mode": args.mode,
         "got_invite": state["got_invite"],

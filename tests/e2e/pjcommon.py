@@ -9,6 +9,7 @@ rewriting.
 from __future__ import annotations
 
 import os
+import time
 import wave
 
 PUMP_MS = 10
@@ -106,3 +107,20 @@ class DtmfLog:
         self.digits += digit
         self.events.append({"digit": digit, "duration_ms": int(prm.duration),
                             "method": int(prm.method), "t": round(t, 3)})
+
+
+def call_outcome(state: dict) -> tuple[str | None, float]:
+    """Who ended the call ("local", "remote", or None if it never ended) and how long it was up
+    (seconds from confirmation to disconnection, 0.0 if never confirmed), from the callbacks'
+    `disconnected_at`, `local_hangup` and `confirmed_at`."""
+    if state["disconnected_at"] is None:
+        hung_up_by = None
+    elif state["local_hangup"]:
+        hung_up_by = "local"
+    else:
+        hung_up_by = "remote"
+    duration = 0.0
+    if state["confirmed_at"] is not None:
+        end = state["disconnected_at"] or time.monotonic()
+        duration = round(end - state["confirmed_at"], 3)
+    return hung_up_by, duration
