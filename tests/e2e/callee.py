@@ -139,16 +139,7 @@ def run_callee(args) -> dict:
 
     class Callee(pj.Call):
         def onCallState(self, prm):  # noqa: N802 (pjsua2 API name)
-            ci = self.getInfo()
-            if ci.lastStatusCode:
-                state["last_status_code"] = int(ci.lastStatusCode)
-                state["last_reason"] = ci.lastReason
-            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and state["confirmed_at"] is None:
-                state["connected"] = True
-                state["confirmed_at"] = time.monotonic()
-            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                state["disconnected"] = True
-                state["disconnected_at"] = time.monotonic()
+            pjcommon.note_call_state(state, self.getInfo())
 
         def onCallTsxState(self, prm):  # noqa: N802
             note_rx_request(prm)

@@ -118,16 +118,7 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
 
     class Caller(pj.Call):
         def onCallState(self, prm):  # noqa: N802 (pjsua2 API name)
-            ci = self.getInfo()
-            if ci.lastStatusCode:
-                state["last_status_code"] = int(ci.lastStatusCode)
-                state["last_reason"] = ci.lastReason
-            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and state["confirmed_at"] is None:
-                state["connected"] = True
-                state["confirmed_at"] = time.monotonic()
-            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                state["disconnected"] = True
-                state["disconnected_at"] = time.monotonic()
+            pjcommon.note_call_state(state, self.getInfo())
 
         def onDtmfEvent(self, prm):  # noqa: N802
             confirmed = state["confirmed_at"]

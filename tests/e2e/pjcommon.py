@@ -109,6 +109,22 @@ class DtmfLog:
                             "method": int(prm.method), "t": round(t, 3)})
 
 
+def note_call_state(state: dict, ci) -> None:
+    """Records a pjsua2 CallInfo in the shared call state: the last status, when the call was
+    confirmed (first time only) and when it was disconnected."""
+    import pjsua2 as pj
+
+    if ci.lastStatusCode:
+        state["last_status_code"] = int(ci.lastStatusCode)
+        state["last_reason"] = ci.lastReason
+    if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and state["confirmed_at"] is None:
+        state["connected"] = True
+        state["confirmed_at"] = time.monotonic()
+    elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+        state["disconnected"] = True
+        state["disconnected_at"] = time.monotonic()
+
+
 def call_outcome(state: dict) -> tuple[str | None, float]:
     """Who ended the call ("local", "remote", or None if it never ended) and how long it was up
     (seconds from confirmation to disconnection, 0.0 if never confirmed), from the callbacks'
