@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod amd;
 pub mod audio;
 pub mod dtmf_detect;
 pub mod g711;
