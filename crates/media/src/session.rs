@@ -158,6 +158,13 @@ pub struct MediaSession {
     echo: Option<Echo>,
     /// Bridged with packet relay: `poll_packet` sends nothing, [`Self::relay_packet`] does.
     relay: Option<Relay>,
+    /// Audio from the other side of a bridge (or external media) to send when nothing plays:
+    /// `Some` while bridged, refreshed every tick by the shell.
+    bridge_in: Option<Box<[i16; FRAME_SAMPLES]>>,
+    /// `mute` in: what the peer says is dropped (silence in recordings, bridges, echo).
+    mute_in: bool,
+    /// `mute` out: the peer hears silence.
+    mute_out: bool,
     /// Whether the peer is expected to send (not on hold).
     receiving: bool,
     last_rx_tick: u64,
@@ -206,6 +213,9 @@ impl MediaSession {
             inband_tx: None,
             echo: None,
             relay: None,
+            bridge_in: None,
+            mute_in: false,
+            mute_out: false,
             receiving: true,
             last_rx_tick: 0,
             timeout_reported: false,
@@ -525,6 +535,31 @@ impl MediaSession {
         Some(remote)
     }
 
+    /// Starts (`true`) or ends PCM bridging: while on, the frame given to
+    /// [`set_bridge_frame`](Self::set_bridge_frame) is what the peer hears whenever no
+    /// playback, echo or in-band DTMF is going on. Works across codecs and packet sizes (each
+    /// side decodes and encodes its own G.711), unlike [`relay_packet`](Self::relay_packet).
+    pub fn set_bridged(&mut self, bridged: bool) {
+        self.bridge_in = bridged.then(|| Box::new([0; FRAME_SAMPLES]));
+    }
+
+    /// The other side's latest 20 ms (8 kHz PCM), sent with the next packet; ignored unless
+    /// [`set_bridged`](Self::set_bridged) is on.
+    pub fn set_bridge_frame(&mut self, frame: &[i16]) {
+        if let Some(buf) = self.bridge_in.as_mut() {
+            let n = frame.len().min(FRAME_SAMPLES);
+            buf[..n].copy_from_slice(&frame[..n]);
+            buf[n..].fill(0);
+        }
+    }
+
+    /// `mute`: `inbound` drops the peer's audio (its received frame becomes silence; DTMF is
+    /// still detected), `outbound` sends silence to the peer (DTMF events still go).
+    pub fn set_mute(&mut self, inbound: bool, outbound: bool) {
+        self.mute_in = inbound;
+        self.mute_out = outbound;
+    }
+
     /// The peer's RTP address changed in a new SDP. An unspecified address (`0.0.0.0`, the
     /// RFC 2543 hold) or port 0 stops sending until RTP arrives from the peer.
     pub fn set_remote(&mut self, addr: SocketAddr) {
@@ -714,6 +749,9 @@ impl MediaSession {
                 found = detector.poll_digit();
             }
         }
+        if self.mute_in {
+            self.rx_frame.fill(0);
+        }
     }
 
     fn check_timeout(&mut self) {
@@ -750,6 +788,10 @@ impl MediaSession {
                     self.events.push_back(MediaEvent::EchoFinished { id });
                 }
             }
+        } else if let (true, Some(bridge)) = (self.playlist.is_empty(), self.bridge_in.as_ref()) {
+            let n = self.tx_frame.len().min(FRAME_SAMPLES);
+            self.tx_frame[..n].copy_from_slice(&bridge[..n]);
+            filled = n;
         } else {
             while filled < self.tx_frame.len() {
                 let Some(head) = self.playlist.front_mut() else {
@@ -764,6 +806,9 @@ impl MediaSession {
             }
         }
         self.tx_frame[filled..].fill(0);
+        if self.mute_out {
+            self.tx_frame.fill(0);
+        }
     }
 
     /// A tick passed without audio being sent (an RFC 4733 event went instead): playback keeps

@@ -51,6 +51,23 @@ pub fn dtmf(digit: char, ms: u32, amplitude: i16) -> Option<Vec<i16>> {
     )
 }
 
+/// `cycles` of ringback as callers in North America hear it while a call rings: 440 Hz plus
+/// 480 Hz for 2 s, then 4 s of silence (each tone peak `amplitude`), 8 kHz mono.
+#[must_use]
+pub fn ringback(cycles: u32, amplitude: i16) -> Vec<i16> {
+    let on: Vec<i16> = sine(440.0, 2000, amplitude)
+        .iter()
+        .zip(sine(480.0, 2000, amplitude))
+        .map(|(a, b)| a.saturating_add(b))
+        .collect();
+    let mut out = Vec::with_capacity(cycles as usize * 6000 * SAMPLES_PER_MS);
+    for _ in 0..cycles {
+        out.extend_from_slice(&on);
+        out.extend(std::iter::repeat_n(0, 4000 * SAMPLES_PER_MS));
+    }
+    out
+}
+
 /// `ms` milliseconds of digital silence at 8 kHz.
 #[must_use]
 pub fn silence(ms: u32) -> Vec<i16> {
