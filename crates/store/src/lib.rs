@@ -14,8 +14,8 @@ mod record;
 mod sqlite;
 
 pub use record::{
-    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RecordingRecord,
-    RegistrationRecord, TrunkRecord,
+    Account, ActiveflowRecord, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page,
+    RecordingRecord, RegistrationRecord, TrunkRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -158,6 +158,24 @@ pub trait Store: Send + Sync + 'static {
     /// Mark every recording still in status `recording` (left over by a crash) `failed`, with
     /// `reason` as its end reason and `now` as its end. Returns how many were closed.
     async fn close_live_recordings(&self, reason: &str, now: &str) -> Result<u64, StoreError>;
+
+    /// Insert or overwrite an activeflow (matched by id).
+    async fn save_activeflow(&self, activeflow: &ActiveflowRecord) -> Result<(), StoreError>;
+    /// One activeflow of `account`.
+    async fn activeflow(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ActiveflowRecord>, StoreError>;
+    /// Activeflows of `account`, newest first.
+    async fn list_activeflows(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<ActiveflowRecord>, StoreError>;
+    /// End every activeflow still `running` (left over by a crash) with `reason`. Returns how
+    /// many were closed.
+    async fn close_live_activeflows(&self, reason: &str, now: &str) -> Result<u64, StoreError>;
 }
 
 /// The key a number is stored and looked up by: the digits without a leading `+`.

@@ -234,3 +234,42 @@ pub struct TrunkRecord {
     /// Last update.
     pub tm_update: String,
 }
+
+/// One run of a flow on a call (VoIPBIN's "activeflow"), as stored when it starts and ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveflowRecord {
+    /// Activeflow id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// The call it runs on.
+    pub call_id: Uuid,
+    /// The stored flow it runs, if it came from one.
+    pub flow_id: Option<Uuid>,
+    /// `running` or `ended`.
+    pub status: String,
+    /// Why it ended (`completed`, `stopped`, `hangup`, `call_ended`, `execution_limit`,
+    /// `error: …`, `restart`); empty while running.
+    pub end_reason: String,
+    /// The id of the action running now (or the last one).
+    pub current_action_id: String,
+    /// Action starts so far.
+    pub execute_count: u32,
+    /// `[{stack, index, id, type, tm_execute}]`, in order.
+    pub executed_actions: serde_json::Value,
+    /// The run's variables.
+    pub variables: serde_json::Value,
+    /// When it started; the list order.
+    pub tm_create: String,
+    /// When it ended.
+    pub tm_end: Option<String>,
+    /// Last change.
+    pub tm_update: String,
+}
+
+impl ActiveflowRecord {
+    /// Status of a run in progress.
+    pub const RUNNING: &str = "running";
+    /// Status of a finished run.
+    pub const ENDED: &str = "ended";
+}

@@ -10,8 +10,9 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use crate::{
-    Account, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page, RecordingRecord,
-    RegistrationRecord, Store, StoreError, TrunkRecord, hash_token, normalize_number,
+    Account, ActiveflowRecord, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page,
+    RecordingRecord, RegistrationRecord, Store, StoreError, TrunkRecord, hash_token,
+    normalize_number,
 };
 
 /// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
@@ -20,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_sip.sql")),
     (3, include_str!("../migrations/sqlite/0003_device_ips.sql")),
     (4, include_str!("../migrations/sqlite/0004_recordings.sql")),
+    (5, include_str!("../migrations/sqlite/0005_activeflows.sql")),
 ];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
@@ -318,6 +320,30 @@ fn trunk_from_row(row: &SqliteRow) -> Result<TrunkRecord, StoreError> {
         allowed_ips: serde_json::from_str(&allowed)
             .map_err(|e| StoreError::Corrupt(format!("allowed_ips: {e}")))?,
         tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn activeflow_from_row(row: &SqliteRow) -> Result<ActiveflowRecord, StoreError> {
+    let json = |col: &str| -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(&text(row, col)?)
+            .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    };
+    let count: i64 = row.try_get("execute_count").map_err(backend)?;
+    Ok(ActiveflowRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        call_id: uuid_col(row, "call_id")?,
+        flow_id: opt_uuid_col(row, "flow_id")?,
+        status: text(row, "status")?,
+        end_reason: text(row, "end_reason")?,
+        current_action_id: text(row, "current_action_id")?,
+        execute_count: u32::try_from(count)
+            .map_err(|e| StoreError::Corrupt(format!("execute_count: {e}")))?,
+        executed_actions: json("executed_actions")?,
+        variables: json("variables")?,
+        tm_create: text(row, "tm_create")?,
+        tm_end: opt_text(row, "tm_end")?,
         tm_update: text(row, "tm_update")?,
     })
 }
@@ -867,6 +893,78 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         Ok(done.rows_affected())
     }
+
+    async fn save_activeflow(&self, a: &ActiveflowRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO activeflows (id, account_id, call_id, flow_id, status, end_reason, \
+             current_action_id, execute_count, executed_actions, variables, tm_create, tm_end, \
+             tm_update) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, \
+             end_reason = excluded.end_reason, current_action_id = excluded.current_action_id, \
+             execute_count = excluded.execute_count, executed_actions = excluded.executed_actions, \
+             variables = excluded.variables, tm_end = excluded.tm_end, \
+             tm_update = excluded.tm_update WHERE activeflows.account_id = excluded.account_id",
+        )
+        .bind(a.id.to_string())
+        .bind(a.account_id.to_string())
+        .bind(a.call_id.to_string())
+        .bind(a.flow_id.map(|id| id.to_string()))
+        .bind(&a.status)
+        .bind(&a.end_reason)
+        .bind(&a.current_action_id)
+        .bind(i64::from(a.execute_count))
+        .bind(a.executed_actions.to_string())
+        .bind(a.variables.to_string())
+        .bind(&a.tm_create)
+        .bind(&a.tm_end)
+        .bind(&a.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn activeflow(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ActiveflowRecord>, StoreError> {
+        self.one(
+            scoped_sql!(one "activeflows"),
+            account,
+            id,
+            activeflow_from_row,
+        )
+        .await
+    }
+
+    async fn list_activeflows(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<ActiveflowRecord>, StoreError> {
+        self.page(
+            scoped_sql!(page "activeflows"),
+            account,
+            page,
+            activeflow_from_row,
+        )
+        .await
+    }
+
+    async fn close_live_activeflows(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE activeflows SET status = 'ended', end_reason = ?, tm_end = ?, tm_update = ? \
+             WHERE status = 'running'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[cfg(test)]
@@ -1332,5 +1430,67 @@ mod tests {
         );
         again.pool.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn store_activeflows_upsert_read_scope_and_close() {
+        let store = store().await;
+        let acct = account(&store).await;
+        let mut a = ActiveflowRecord {
+            id: Uuid::new_v4(),
+            account_id: acct.id,
+            call_id: Uuid::new_v4(),
+            flow_id: Some(Uuid::new_v4()),
+            status: ActiveflowRecord::RUNNING.into(),
+            end_reason: String::new(),
+            current_action_id: "a1".into(),
+            execute_count: 1,
+            executed_actions: serde_json::json!([{"id": "a1", "type": "answer"}]),
+            variables: serde_json::json!({"voipbin.call.digits": ""}),
+            tm_create: NOW.into(),
+            tm_end: None,
+            tm_update: NOW.into(),
+        };
+        store.save_activeflow(&a).await.unwrap();
+        assert_eq!(
+            store.activeflow(acct.id, a.id).await.unwrap(),
+            Some(a.clone())
+        );
+        a.execute_count = 3;
+        a.current_action_id = "a3".into();
+        a.variables = serde_json::json!({"x": "1"});
+        store.save_activeflow(&a).await.unwrap();
+        assert_eq!(
+            store.activeflow(acct.id, a.id).await.unwrap(),
+            Some(a.clone())
+        );
+        // Another account neither reads nor overwrites it.
+        assert_eq!(store.activeflow(Uuid::new_v4(), a.id).await.unwrap(), None);
+        let mut foreign = a.clone();
+        foreign.account_id = Uuid::new_v4();
+        foreign.status = "ended".into();
+        store.save_activeflow(&foreign).await.unwrap();
+        assert_eq!(
+            store.activeflow(acct.id, a.id).await.unwrap(),
+            Some(a.clone())
+        );
+        let page = Page {
+            size: 10,
+            after: None,
+        };
+        assert_eq!(
+            store.list_activeflows(acct.id, &page).await.unwrap(),
+            vec![a.clone()]
+        );
+        assert_eq!(
+            store.close_live_activeflows("restart", NOW).await.unwrap(),
+            1
+        );
+        let closed = store.activeflow(acct.id, a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (closed.status.as_str(), closed.end_reason.as_str()),
+            ("ended", "restart")
+        );
+        assert_eq!(closed.tm_end.as_deref(), Some(NOW));
     }
 }
