@@ -1411,7 +1411,7 @@ mod tests {
                 .fetch_all(&s.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         assert_eq!(s.call(a.id, c.id).await.unwrap(), Some(c.clone()));
         let r = recording(a.id, c.id, NOW);
         s.create_recording(&r).await.unwrap();
