@@ -61,15 +61,30 @@ macro_rules! action_types {
 
 action_types! {
     supported {
+        AgentCall => "agent_call",
+        Amd => "amd",
         Answer => "answer",
         Beep => "beep",
+        Block => "block",
         Branch => "branch",
+        Call => "call",
+        ConditionCallDigits => "condition_call_digits",
+        ConditionCallStatus => "condition_call_status",
+        ConditionDatetime => "condition_datetime",
         ConditionVariable => "condition_variable",
+        Connect => "connect",
         DigitsReceive => "digits_receive",
         DigitsSend => "digits_send",
         Echo => "echo",
+        Empty => "empty",
+        ExternalMediaStart => "external_media_start",
+        ExternalMediaStop => "external_media_stop",
+        Fetch => "fetch",
+        FetchFlow => "fetch_flow",
         Goto => "goto",
         Hangup => "hangup",
+        HangupRelay => "hangup_relay",
+        Mute => "mute",
         Play => "play",
         RecordingStart => "recording_start",
         RecordingStop => "recording_stop",
@@ -78,38 +93,54 @@ action_types! {
         StreamEcho => "stream_echo",
         Talk => "talk",
         VariableSet => "variable_set",
+        WebhookSend => "webhook_send",
     }
     unsupported {
-        AgentCall => "agent_call",
         AiSummary => "ai_summary",
         AiTalk => "ai_talk",
         AiTask => "ai_task",
-        Amd => "amd",
-        Block => "block",
-        Call => "call",
         CaseCreate => "case_create",
         ChatbotTalk => "chatbot_talk",
-        ConditionCallDigits => "condition_call_digits",
-        ConditionCallStatus => "condition_call_status",
-        ConditionDatetime => "condition_datetime",
         ConfbridgeJoin => "confbridge_join",
         ConferenceJoin => "conference_join",
-        Connect => "connect",
         ConversationSend => "conversation_send",
         EmailSend => "email_send",
-        Empty => "empty",
-        ExternalMediaStart => "external_media_start",
-        ExternalMediaStop => "external_media_stop",
-        Fetch => "fetch",
-        FetchFlow => "fetch_flow",
-        HangupRelay => "hangup_relay",
         MessageSend => "message_send",
-        Mute => "mute",
         QueueJoin => "queue_join",
         TranscribeRecording => "transcribe_recording",
         TranscribeStart => "transcribe_start",
         TranscribeStop => "transcribe_stop",
-        WebhookSend => "webhook_send",
+    }
+}
+
+impl ActionType {
+    /// Whether the action works on a call's media or signalling, so that it cannot run in a flow
+    /// that has no call (VoIPBIN's "rtc" media kind): `answer`, `talk`, `connect`, …; `false`
+    /// for control (`branch`, `goto`, `condition_*`, `variable_set`, `stop`, `empty`, `block`)
+    /// and HTTP (`webhook_send`, `fetch`, `fetch_flow`) and `call`, which places new calls.
+    pub fn needs_call(self) -> bool {
+        !matches!(
+            self,
+            Self::Block
+                | Self::Branch
+                | Self::Call
+                | Self::ConditionDatetime
+                | Self::ConditionVariable
+                | Self::Empty
+                | Self::Fetch
+                | Self::FetchFlow
+                | Self::Goto
+                | Self::Stop
+                | Self::VariableSet
+                | Self::WebhookSend
+                | Self::AiSummary
+                | Self::AiTask
+                | Self::CaseCreate
+                | Self::ConversationSend
+                | Self::EmailSend
+                | Self::MessageSend
+                | Self::TranscribeRecording
+        )
     }
 }
 
@@ -329,9 +360,349 @@ pub(crate) enum Step {
     Hangup {
         /// template; empty after substitution means "normal"
         reason: String,
+        /// template; unset (`""`/nil UUID after rendering) means none. `hangup_relay` and
+        /// `hangup` with a `reference_id`: hang up with that call's hangup reason.
+        reference_id: String,
     },
     Stop,
+    /// `empty`: does nothing and moves on.
+    Empty,
+    /// `block`: parks the run until [`Interpreter::continue_block`](crate::Interpreter::continue_block).
+    Block,
+    /// `mute`.
+    Mute {
+        direction: MuteDirection,
+    },
+    ConditionCallDigits {
+        /// 0: no length condition
+        length: usize,
+        /// template; `""`: no key condition
+        key: String,
+        false_target: Option<usize>,
+    },
+    ConditionCallStatus {
+        status: CallStatus,
+        false_target: Option<usize>,
+    },
+    ConditionDatetime(ConditionDatetime),
+    WebhookSend(WebhookSend),
+    Fetch {
+        /// template
+        url: String,
+        method: HttpMethod,
+    },
+    FetchFlow {
+        /// template
+        flow_id: String,
+    },
+    Call(CallStep),
+    /// `connect` and its alias `agent_call`.
+    Connect(Connect),
+    Amd {
+        hangup_on_machine: bool,
+        asynchronous: bool,
+    },
+    ExternalMediaStart(ExternalMedia),
+    ExternalMediaStop,
 }
+
+/// A party of a `call` or `connect`: VoIPBIN's address object (`{"type", "target",
+/// "target_name", "name"}`). `kind` is `tel`, `sip`, `extension`, `endpoint`, `agent`, …; which
+/// kinds can be dialled is the shell's business. `target` is rendered (`${}`) when the action
+/// runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Address {
+    /// The address type, e.g. `"tel"` or `"sip"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The number, SIP URI, extension or id.
+    pub target: String,
+    /// The display name (`target_name`), if any.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub target_name: String,
+}
+
+/// The call status `condition_call_status` compares with (VoIPBIN's call status names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallStatus {
+    /// `dialing`: an outgoing call not yet ringing.
+    Dialing,
+    /// `ringing`: an incoming call not yet answered (or an outgoing one ringing).
+    Ringing,
+    /// `progressing`: answered, media flowing.
+    Progressing,
+    /// `terminating`: being hung up.
+    Terminating,
+    /// `canceling`: an unanswered call being cancelled.
+    Canceling,
+    /// `hangup`: ended.
+    Hangup,
+}
+
+impl CallStatus {
+    pub(crate) const NAMES: &'static str =
+        r#""dialing", "ringing", "progressing", "terminating", "canceling" or "hangup""#;
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "dialing" => Self::Dialing,
+            "ringing" => Self::Ringing,
+            "progressing" => Self::Progressing,
+            "terminating" => Self::Terminating,
+            "canceling" => Self::Canceling,
+            "hangup" => Self::Hangup,
+            _ => return None,
+        })
+    }
+
+    /// The status name, e.g. `"progressing"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dialing => "dialing",
+            Self::Ringing => "ringing",
+            Self::Progressing => "progressing",
+            Self::Terminating => "terminating",
+            Self::Canceling => "canceling",
+            Self::Hangup => "hangup",
+        }
+    }
+}
+
+/// Which way `mute` silences the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MuteDirection {
+    /// `none`: unmute both ways.
+    None,
+    /// `in`: what the caller says is dropped (not recorded, not bridged).
+    In,
+    /// `out`: the caller hears silence.
+    Out,
+    /// `both` (the default).
+    Both,
+}
+
+impl MuteDirection {
+    pub(crate) const NAMES: &'static str = r#""both", "in", "out" or "none""#;
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "" | "both" => Self::Both,
+            "in" => Self::In,
+            "out" => Self::Out,
+            "none" => Self::None,
+            _ => return None,
+        })
+    }
+
+    /// The option value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::In => "in",
+            Self::Out => "out",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// An HTTP method of `webhook_send` and `fetch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpMethod {
+    /// `GET`
+    Get,
+    /// `POST` (the default)
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+}
+
+impl HttpMethod {
+    pub(crate) const NAMES: &'static str = r#""GET", "POST", "PUT", "PATCH" or "DELETE""#;
+
+    /// Case-insensitive; `""` is `POST`.
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "" | "POST" => Self::Post,
+            "GET" => Self::Get,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    /// The method name, e.g. `"POST"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConditionDatetime {
+    pub(crate) condition: Comparison,
+    /// -1: any
+    pub(crate) minute: i64,
+    /// -1: any
+    pub(crate) hour: i64,
+    /// -1: any
+    pub(crate) day: i64,
+    /// 0: any
+    pub(crate) month: i64,
+    /// 0 = Sunday; empty: any day of the week
+    pub(crate) weekdays: Vec<u8>,
+    pub(crate) false_target: Option<usize>,
+}
+
+impl ConditionDatetime {
+    /// Evaluate at `unix_seconds` (UTC). `weekdays` is a filter (today must be one of them);
+    /// the set fields of (month, day, hour, minute) are compared with `condition` as one
+    /// tuple, most significant first, so `>= 08:00` and `< 17:30` mean times of day.
+    pub(crate) fn evaluate(&self, unix_seconds: i64) -> bool {
+        let t = UtcTime::from_unix(unix_seconds);
+        if !self.weekdays.is_empty() && !self.weekdays.contains(&t.weekday) {
+            return false;
+        }
+        let now: Vec<i64> = [
+            (self.month != 0, i64::from(t.month)),
+            (self.day != -1, i64::from(t.day)),
+            (self.hour != -1, i64::from(t.hour)),
+            (self.minute != -1, i64::from(t.minute)),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, v)| *v)
+        .collect();
+        let wanted: Vec<i64> = [self.month, self.day, self.hour, self.minute]
+            .iter()
+            .zip([0, -1, -1, -1])
+            .filter(|(v, unset)| **v != *unset)
+            .map(|(v, _)| *v)
+            .collect();
+        if now.is_empty() {
+            // Only weekdays (or nothing) given: the filter above decided.
+            return match self.condition {
+                Comparison::Eq | Comparison::Ge | Comparison::Le => true,
+                Comparison::Ne | Comparison::Gt | Comparison::Lt => false,
+            };
+        }
+        self.condition.holds(&now, &wanted)
+    }
+}
+
+/// A UTC calendar time, from Unix seconds (proleptic Gregorian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UtcTime {
+    pub(crate) year: i64,
+    pub(crate) month: u8,
+    pub(crate) day: u8,
+    pub(crate) hour: u8,
+    pub(crate) minute: u8,
+    pub(crate) second: u8,
+    /// 0 = Sunday
+    pub(crate) weekday: u8,
+}
+
+impl UtcTime {
+    pub(crate) fn from_unix(seconds: i64) -> Self {
+        let days = seconds.div_euclid(86_400);
+        let secs = seconds.rem_euclid(86_400);
+        // 1970-01-01 was a Thursday (4).
+        let weekday = (days + 4).rem_euclid(7) as u8;
+        // Days since 0000-03-01, split into 400-year eras of 146,097 days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
+        let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u8;
+        let month = if shifted_month < 10 {
+            shifted_month + 3
+        } else {
+            shifted_month - 9
+        } as u8;
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        Self {
+            year,
+            month,
+            day,
+            hour: (secs / 3600) as u8,
+            minute: (secs % 3600 / 60) as u8,
+            second: (secs % 60) as u8,
+            weekday,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WebhookSend {
+    pub(crate) synchronous: bool,
+    /// template
+    pub(crate) uri: String,
+    pub(crate) method: HttpMethod,
+    /// `data_type`; default `application/json`
+    pub(crate) content_type: String,
+    /// template
+    pub(crate) data: String,
+}
+
+/// Where a `call` action's new calls get their flow.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CallFlow {
+    /// `flow_id` (template).
+    FlowId(String),
+    /// Inline `actions`, already validated (as written; `${}` is left for the new call's run).
+    Actions(serde_json::Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CallStep {
+    pub(crate) source: Option<Address>,
+    pub(crate) destinations: Vec<Address>,
+    pub(crate) flow: CallFlow,
+    pub(crate) chained: bool,
+    pub(crate) early_execution: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Connect {
+    pub(crate) source: Option<Address>,
+    pub(crate) destinations: Vec<Address>,
+    pub(crate) early_media: bool,
+    pub(crate) relay_reason: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ExternalMedia {
+    /// template; `host:port`
+    pub(crate) host: String,
+    pub(crate) encapsulation: String,
+    pub(crate) transport: String,
+    pub(crate) connection_type: String,
+    pub(crate) format: String,
+    pub(crate) direction: String,
+}
+
+/// The limit on how many stacks (the flow's own plus one per `fetch`/`fetch_flow`) one run may
+/// hold, after VoIPBIN.
+pub(crate) const MAX_STACKS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Talk {
@@ -475,14 +846,15 @@ mod tests {
         assert_eq!(ActionType::ALL.len(), 47);
         assert_eq!(
             ActionType::ALL.iter().filter(|t| t.is_supported()).count(),
-            17
+            33
         );
         assert_eq!(ActionType::from_name("Talk"), None);
         assert_eq!(
             ActionType::from_name("hangup_relay"),
             Some(ActionType::HangupRelay)
         );
-        assert!(!ActionType::HangupRelay.is_supported());
+        assert!(ActionType::HangupRelay.is_supported());
+        assert!(!ActionType::QueueJoin.is_supported());
         assert!(ActionType::DigitsReceive.is_supported());
         assert_eq!(ActionType::DigitsReceive.to_string(), "digits_receive");
     }
@@ -576,5 +948,66 @@ mod tests {
         assert!(l(Lt, 4).evaluate("123", ""));
         assert!(l(Ge, 0).evaluate("", ""));
         assert!(!l(Gt, 3).evaluate("123", ""));
+    }
+
+    #[test]
+    fn utc_calendar_from_unix_seconds() {
+        let t = |s| {
+            let u = UtcTime::from_unix(s);
+            (
+                u.year, u.month, u.day, u.hour, u.minute, u.second, u.weekday,
+            )
+        };
+        assert_eq!(t(0), (1970, 1, 1, 0, 0, 0, 4));
+        assert_eq!(t(951_782_400), (2000, 2, 29, 0, 0, 0, 2));
+        assert_eq!(t(1_767_225_600), (2026, 1, 1, 0, 0, 0, 4));
+        assert_eq!(t(1_795_352_820), (2026, 11, 22, 13, 7, 0, 0));
+        assert_eq!(t(-86_400), (1969, 12, 31, 0, 0, 0, 3));
+        assert_eq!(t(4_102_444_800 + 59), (2100, 1, 1, 0, 0, 59, 5));
+    }
+
+    fn datetime(
+        condition: Comparison,
+        hour: i64,
+        minute: i64,
+        weekdays: &[u8],
+    ) -> ConditionDatetime {
+        ConditionDatetime {
+            condition,
+            minute,
+            hour,
+            day: -1,
+            month: 0,
+            weekdays: weekdays.to_vec(),
+            false_target: None,
+        }
+    }
+
+    #[test]
+    fn datetime_conditions_compare_times_of_day() {
+        // Sunday 2026-11-22 13:07 UTC.
+        let sunday_1307 = 1_795_352_820;
+        use Comparison::*;
+        assert!(datetime(Ge, 8, 0, &[]).evaluate(sunday_1307));
+        assert!(datetime(Lt, 17, 30, &[]).evaluate(sunday_1307));
+        // Field by field, 13:07 < 17:00 would fail on the minutes (7 < 0); as a time it holds.
+        assert!(datetime(Lt, 17, 0, &[]).evaluate(sunday_1307));
+        assert!(!datetime(Lt, 13, 7, &[]).evaluate(sunday_1307));
+        assert!(datetime(Eq, 13, -1, &[]).evaluate(sunday_1307));
+        assert!(datetime(Ne, 14, -1, &[]).evaluate(sunday_1307));
+        // Weekdays filter: Monday to Friday excludes Sunday.
+        assert!(!datetime(Ge, 8, 0, &[1, 2, 3, 4, 5]).evaluate(sunday_1307));
+        assert!(datetime(Ge, 8, 0, &[0, 6]).evaluate(sunday_1307));
+        // Only weekdays given.
+        assert!(datetime(Eq, -1, -1, &[0]).evaluate(sunday_1307));
+        assert!(!datetime(Eq, -1, -1, &[1]).evaluate(sunday_1307));
+        // Month and day.
+        let mut c = datetime(Eq, -1, -1, &[]);
+        c.month = 11;
+        c.day = 22;
+        assert!(c.evaluate(sunday_1307));
+        c.condition = Gt;
+        c.day = 21;
+        assert!(c.evaluate(sunday_1307));
     }
 }

@@ -9,10 +9,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::action::{
-    ActionId, ActionType, Branch, Comparison, ConditionVariable, DEFAULT_DIGITS_DURATION,
+    ActionId, ActionType, Address, Branch, CallFlow, CallStatus, CallStep, Comparison,
+    ConditionDatetime, ConditionVariable, Connect, DEFAULT_DIGITS_DURATION,
     DEFAULT_DIGITS_SEND_DURATION_MS, DEFAULT_DIGITS_SEND_INTERVAL_MS, DEFAULT_ECHO_DURATION,
-    DigitsReceive, DigitsSend, Operand, RecordingEndKey, RecordingFormat, RecordingStart, Step,
-    Subject, Talk, check_dtmf_keys, is_unset_id,
+    DigitsReceive, DigitsSend, ExternalMedia, HttpMethod, MuteDirection, Operand, RecordingEndKey,
+    RecordingFormat, RecordingStart, Step, Subject, Talk, WebhookSend, check_dtmf_keys,
+    is_unset_id,
 };
 use crate::program::{Action, Program};
 use crate::variable::{VARIABLE_CALL_DIGITS, sole_reference};
@@ -190,6 +192,47 @@ pub fn compile(actions: &Value) -> Result<Program, Vec<Diagnostic>> {
     Ok(Program::new(compiled, diags))
 }
 
+/// [`compile`] for a flow that runs without a call (started by the API, or on a recording's
+/// end): every action that needs one ([`ActionType::needs_call`]) is an error at its `type`.
+pub fn compile_without_call(actions: &Value) -> Result<Program, Vec<Diagnostic>> {
+    let call_errors: Vec<Diagnostic> = actions
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let name = item.get("type")?.as_str()?;
+                    let t = ActionType::from_name(name)?;
+                    (t.is_supported() && t.needs_call()).then(|| {
+                        Diagnostic::error(
+                            format!("actions[{i}].type"),
+                            format!(
+                                "'{name}' needs a call, and this flow runs without one \
+                                 (only control, HTTP and `call` actions can run here)"
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match compile(actions) {
+        Ok(program) if call_errors.is_empty() => Ok(program),
+        Ok(program) => {
+            let mut diags = call_errors;
+            diags.extend(program.warnings().iter().cloned());
+            diags.sort_by_key(Diagnostic::action_index);
+            Err(diags)
+        }
+        Err(mut diags) => {
+            diags.extend(call_errors);
+            diags.sort_by_key(Diagnostic::action_index);
+            Err(diags)
+        }
+    }
+}
+
 /// Give every action object that has no `"id"` (absent, `null`, `""` or the nil UUID) a fresh id
 /// from `new_id` (the API passes UUIDv4s). Non-object elements and non-string ids are left for
 /// [`compile`] to report. Does nothing if `actions` is not an array.
@@ -241,6 +284,13 @@ impl Diagnostic {
         let rest = self.path.strip_prefix("actions[")?;
         rest.get(..rest.find(']')?)?.parse().ok()
     }
+}
+
+/// `host:port` with a non-empty host and a port number.
+fn looks_like_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 fn error_count(diags: &[Diagnostic]) -> usize {
@@ -432,6 +482,172 @@ impl<'a> Options<'a, '_> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// An integer in `min..=max`; absent gives `None`.
+    fn ranged(&mut self, key: &str, min: i64, max: i64, what: &str) -> Option<i64> {
+        let n = self.integer(key)?;
+        if (min..=max).contains(&n) {
+            Some(n)
+        } else {
+            self.error(key, format!("must be {what}"));
+            None
+        }
+    }
+
+    /// `weekdays`: an array of 0 (Sunday) to 6 (Saturday).
+    fn weekdays(&mut self, key: &str) -> Vec<u8> {
+        let Some(value) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = value else {
+            self.error(
+                key,
+                "must be an array of weekday numbers, 0 (Sunday) to 6 (Saturday)",
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|n| *n <= 6)
+            {
+                Some(n) => out.push(n),
+                None => self.error(
+                    &format!("{key}[{i}]"),
+                    "must be a weekday number, 0 (Sunday) to 6 (Saturday)",
+                ),
+            }
+        }
+        out
+    }
+
+    /// `condition`: one of the six comparisons, required.
+    fn comparison(&mut self, action: &str) -> Option<Comparison> {
+        match self.string("condition").as_deref() {
+            Some(name) => Comparison::from_name(name).or_else(|| {
+                self.error("condition", format!("must be one of {}", Comparison::NAMES));
+                None
+            }),
+            None if self.get("condition").is_none() => {
+                self.error(
+                    "condition",
+                    format!("{action} needs a condition: one of {}", Comparison::NAMES),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An HTTP method (case-insensitive; absent or `""` is POST).
+    fn method(&mut self, key: &str) -> Option<HttpMethod> {
+        match self.string(key) {
+            None => Some(HttpMethod::Post),
+            Some(name) => HttpMethod::from_name(&name).or_else(|| {
+                self.error(key, format!("must be one of {}", HttpMethod::NAMES));
+                None
+            }),
+        }
+    }
+
+    /// A URL option without `${}` must be an absolute http(s) URL.
+    fn check_url(&mut self, key: &str, url: &str) {
+        if url.contains("${") {
+            return;
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
+            _ => self.error(key, "must be an http:// or https:// URL"),
+        }
+    }
+
+    /// An address object `{"type", "target", "target_name"?}`. `Some(None)` when absent and not
+    /// required; `None` after an error.
+    fn address(&mut self, key: &str, required: bool) -> Option<Option<Address>> {
+        let Some(value) = self.get(key) else {
+            if required {
+                self.error(key, "needs an address: {\"type\", \"target\"}");
+                return None;
+            }
+            return Some(None);
+        };
+        self.address_at(key, value).map(Some)
+    }
+
+    fn address_at(&mut self, key: &str, value: &Value) -> Option<Address> {
+        let Value::Object(map) = value else {
+            self.error(key, "must be an address object: {\"type\", \"target\"}");
+            return None;
+        };
+        let text = |field: &str| map.get(field).filter(|v| !v.is_null());
+        let mut ok = true;
+        let mut field = |this: &mut Self, name: &str, required: bool| -> String {
+            match text(name) {
+                Some(Value::String(s)) if !(required && s.is_empty()) => s.clone(),
+                Some(Value::String(_)) | None if required => {
+                    this.error(&format!("{key}.{name}"), format!("address needs a {name}"));
+                    ok = false;
+                    String::new()
+                }
+                None => String::new(),
+                Some(_) => {
+                    this.error(&format!("{key}.{name}"), "must be a string");
+                    ok = false;
+                    String::new()
+                }
+            }
+        };
+        let kind = field(self, "type", true);
+        let target = field(self, "target", true);
+        let target_name = field(self, "target_name", false);
+        ok.then_some(Address {
+            kind,
+            target,
+            target_name,
+        })
+    }
+
+    /// `destinations`: a non-empty array of addresses.
+    fn addresses(&mut self, key: &str) -> Option<Vec<Address>> {
+        let Some(value) = self.get(key) else {
+            self.error(key, "needs at least one destination address");
+            return None;
+        };
+        let Value::Array(items) = value else {
+            self.error(key, "must be an array of address objects");
+            return None;
+        };
+        if items.is_empty() {
+            self.error(key, "needs at least one destination address");
+            return None;
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.address_at(&format!("{key}[{i}]"), item));
+        }
+        out.into_iter().collect()
+    }
+
+    /// Inline actions (of `call`): compiled on their own, errors reported under this option's
+    /// path.
+    fn nested_actions(&mut self, key: &str, actions: &'a Value) -> Option<Value> {
+        match compile(actions) {
+            Ok(_) => Some(actions.clone()),
+            Err(diags) => {
+                let prefix = self.path(key);
+                for d in diags.into_iter().filter(|d| d.severity == Severity::Error) {
+                    let rest = d.path.strip_prefix("actions").unwrap_or(&d.path);
+                    self.reader.error(format!("{prefix}{rest}"), d.message);
+                }
+                None
+            }
+        }
     }
 
     fn target(&mut self, key: &str, required: Option<&str>) -> Option<usize> {
@@ -699,17 +915,251 @@ fn parse_step(action_type: ActionType, o: &mut Options<'_, '_>) -> Option<Step> 
                 false_target,
             })
         }
-        T::Hangup => {
-            let reason = o.string("reason").unwrap_or_default();
-            if o.string("reference_id").is_some_and(|id| !is_unset_id(&id)) {
-                o.error(
-                    "reference_id",
-                    "hangup with a reference_id (relaying another call's hangup cause) is not \
-                     supported yet",
-                );
+        T::Hangup => Step::Hangup {
+            reason: o.string("reason").unwrap_or_default(),
+            reference_id: o.string("reference_id").unwrap_or_default(),
+        },
+        T::HangupRelay => {
+            let reference_id = o.required_string(
+                "reference_id",
+                "hangup_relay needs the reference_id of a call",
+            );
+            Step::Hangup {
+                reason: String::new(),
+                reference_id: reference_id?,
             }
-            Step::Hangup { reason }
         }
+        T::Empty => Step::Empty,
+        T::Block => Step::Block,
+        T::Mute => {
+            let direction = match o.string("direction") {
+                None => Some(MuteDirection::Both),
+                Some(name) => MuteDirection::from_name(&name).or_else(|| {
+                    o.error(
+                        "direction",
+                        format!("must be one of {}", MuteDirection::NAMES),
+                    );
+                    None
+                }),
+            };
+            Step::Mute {
+                direction: direction?,
+            }
+        }
+        T::ConditionCallDigits => {
+            let length = o
+                .unsigned("length", "")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .unwrap_or(0);
+            let key = o.string("key").unwrap_or_default();
+            let false_target = o.target("false_target_id", None);
+            Step::ConditionCallDigits {
+                length,
+                key,
+                false_target,
+            }
+        }
+        T::ConditionCallStatus => {
+            let status = o.required_string(
+                "status",
+                &format!(
+                    "condition_call_status needs a status: one of {}",
+                    CallStatus::NAMES
+                ),
+            );
+            let status = status.and_then(|name| {
+                CallStatus::from_name(&name).or_else(|| {
+                    o.error("status", format!("must be one of {}", CallStatus::NAMES));
+                    None
+                })
+            });
+            let false_target = o.target("false_target_id", None);
+            Step::ConditionCallStatus {
+                status: status?,
+                false_target,
+            }
+        }
+        T::ConditionDatetime => {
+            let condition = o.comparison("condition_datetime");
+            let minute = o
+                .ranged("minute", -1, 59, "-1 (any minute) or 0-59")
+                .unwrap_or(-1);
+            let hour = o
+                .ranged("hour", -1, 23, "-1 (any hour) or 0-23")
+                .unwrap_or(-1);
+            let day = o
+                .ranged("day", -1, 31, "-1 (any day) or 1-31")
+                .unwrap_or(-1);
+            if day == 0 {
+                o.error("day", "must be -1 (any day) or 1-31");
+            }
+            let month = o
+                .ranged("month", 0, 12, "0 (any month) or 1-12")
+                .unwrap_or(0);
+            let weekdays = o.weekdays("weekdays");
+            let false_target = o.target("false_target_id", None);
+            Step::ConditionDatetime(ConditionDatetime {
+                condition: condition?,
+                minute,
+                hour,
+                day,
+                month,
+                weekdays,
+                false_target,
+            })
+        }
+        T::WebhookSend => {
+            let uri = o.required_string("uri", "webhook_send needs a uri");
+            if let Some(uri) = uri.as_deref() {
+                o.check_url("uri", uri);
+            }
+            let method = o.method("method");
+            let content_type = o
+                .string("data_type")
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "application/json".to_owned());
+            let data = o.string("data").unwrap_or_default();
+            let synchronous = o.boolean("sync").unwrap_or(false);
+            Step::WebhookSend(WebhookSend {
+                synchronous,
+                uri: uri?,
+                method: method?,
+                content_type,
+                data,
+            })
+        }
+        T::Fetch => {
+            let url = o.required_string("event_url", "fetch needs an event_url");
+            if let Some(url) = url.as_deref() {
+                o.check_url("event_url", url);
+            }
+            let method = o.method("event_method");
+            Step::Fetch {
+                url: url?,
+                method: method?,
+            }
+        }
+        T::FetchFlow => {
+            let flow_id = o.required_string("flow_id", "fetch_flow needs a flow_id");
+            if flow_id.as_deref().is_some_and(is_unset_id) {
+                o.error("flow_id", "fetch_flow needs a flow_id, not the nil UUID");
+            }
+            Step::FetchFlow { flow_id: flow_id? }
+        }
+        T::Call => {
+            let source = o.address("source", false);
+            let destinations = o.addresses("destinations");
+            let flow_id = o.string("flow_id").filter(|id| !is_unset_id(id));
+            let flow = match (flow_id, o.get("actions")) {
+                (Some(id), None) => Some(CallFlow::FlowId(id)),
+                (Some(_), Some(_)) => {
+                    o.error("actions", "give either flow_id or actions, not both");
+                    None
+                }
+                (None, Some(actions)) => {
+                    o.nested_actions("actions", actions).map(CallFlow::Actions)
+                }
+                (None, None) => {
+                    o.error(
+                        "flow_id",
+                        "call needs a flow_id or inline actions for the new calls",
+                    );
+                    None
+                }
+            };
+            let chained = o.boolean("chained").unwrap_or(false);
+            let early_execution = o.boolean("early_execution").unwrap_or(false);
+            Step::Call(CallStep {
+                source: source?,
+                destinations: destinations?,
+                flow: flow?,
+                chained,
+                early_execution,
+            })
+        }
+        T::Connect | T::AgentCall => {
+            let source = o.address("source", false);
+            // `agent_call {agent_id}` (VoIPBIN's retired form): the agent as the destination.
+            let agent = match o.string("agent_id") {
+                Some(id) if action_type == T::AgentCall && o.get("destinations").is_none() => {
+                    Some(id).filter(|id| !is_unset_id(id))
+                }
+                _ => None,
+            };
+            let destinations = match agent {
+                Some(target) => Some(vec![Address {
+                    kind: "agent".into(),
+                    target,
+                    target_name: String::new(),
+                }]),
+                None => o.addresses("destinations"),
+            };
+            let early_media = o.boolean("early_media").unwrap_or(false);
+            let relay_reason = o.boolean("relay_reason").unwrap_or(false);
+            Step::Connect(Connect {
+                source: source?,
+                destinations: destinations?,
+                early_media,
+                relay_reason,
+            })
+        }
+        T::Amd => {
+            let hangup_on_machine = match o.string("machine_handle").as_deref() {
+                None | Some("") | Some("continue") => false,
+                Some("hangup") => true,
+                Some(_) => {
+                    o.error("machine_handle", r#"must be "hangup" or "continue""#);
+                    false
+                }
+            };
+            // The reference's example writes `sync`; its parameter list says `async`.
+            let asynchronous = match (o.boolean("async"), o.boolean("sync")) {
+                (Some(a), _) => a,
+                (None, Some(sync)) => !sync,
+                (None, None) => false,
+            };
+            Step::Amd {
+                hangup_on_machine,
+                asynchronous,
+            }
+        }
+        T::ExternalMediaStart => {
+            let host = o.required_string(
+                "external_host",
+                "external_media_start needs an external_host (host:port)",
+            );
+            if let Some(host) = host.as_deref().filter(|h| !h.contains("${"))
+                && !looks_like_host_port(host)
+            {
+                o.error("external_host", "must be host:port, e.g. 127.0.0.1:40000");
+            }
+            let mut choice = |key: &str, allowed: &[&str], default: &str| -> Option<String> {
+                let value = o.string(key).filter(|v| !v.is_empty());
+                match value {
+                    None => Some(default.to_owned()),
+                    Some(v) if allowed.contains(&v.as_str()) => Some(v),
+                    Some(_) => {
+                        let names: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+                        o.error(key, format!("must be {}", names.join(" or ")));
+                        None
+                    }
+                }
+            };
+            let encapsulation = choice("encapsulation", &["rtp"], "rtp");
+            let transport = choice("transport", &["udp"], "udp");
+            let connection_type = choice("connection_type", &["client"], "client");
+            let format = choice("format", &["ulaw", "alaw"], "ulaw");
+            let direction = choice("direction", &["both", "in", "out"], "both");
+            Step::ExternalMediaStart(ExternalMedia {
+                host: host?,
+                encapsulation: encapsulation?,
+                transport: transport?,
+                connection_type: connection_type?,
+                format: format?,
+                direction: direction?,
+            })
+        }
+        T::ExternalMediaStop => Step::ExternalMediaStop,
         // Recognised but not supported: refused before options are parsed.
         _ => return None,
     })
@@ -755,6 +1205,34 @@ mod tests {
     }
 
     #[test]
+    fn actions_that_need_a_call_are_refused_without_one() {
+        let actions = json!([
+            {"type": "variable_set", "option": {"key": "k", "value": "v"}},
+            {"type": "talk", "option": {"text": "hi"}},
+            {"type": "webhook_send", "option": {"uri": "http://127.0.0.1:9/"}},
+            {"type": "call", "option": {"destinations": [{"type": "tel", "target": "+1"}], "flow_id": "f"}},
+            {"type": "hangup"},
+        ]);
+        assert!(compile(&actions).is_ok());
+        let diags = compile_without_call(&actions).unwrap_err();
+        let errors: Vec<(&str, &str)> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| (d.path.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "actions[1].type");
+        assert!(errors[0].1.starts_with("'talk' needs a call"));
+        assert_eq!(errors[1].0, "actions[4].type");
+        assert!(
+            compile_without_call(
+                &json!([{"type": "webhook_send", "option": {"uri": "http://127.0.0.1:9/"}}])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn not_an_array() {
         assert_eq!(
             one_error(json!({"actions": []})),
@@ -776,24 +1254,24 @@ mod tests {
             errors(json!([
                 {"type": "answer"},
                 {"type": "dance"},
-                {"type": "webhook_send", "option": {"uri": "http://x"}},
+                {"type": "queue_join", "option": {"queue_id": "x"}},
                 {"option": {}},
                 {"type": 7},
                 {"type": "Talk"},
-                {"type": "agent_call"},
+                {"type": "conference_join"},
             ])),
             vec![
                 (p("actions[1].type"), p("unknown action type 'dance'")),
                 (
                     p("actions[2].type"),
-                    p("action type 'webhook_send' is not supported yet")
+                    p("action type 'queue_join' is not supported yet")
                 ),
                 (p("actions[3].type"), p("missing action type")),
                 (p("actions[4].type"), p("must be a string")),
                 (p("actions[5].type"), p("unknown action type 'Talk'")),
                 (
                     p("actions[6].type"),
-                    p("action type 'agent_call' is not supported yet")
+                    p("action type 'conference_join' is not supported yet")
                 ),
             ]
         );
@@ -1047,7 +1525,6 @@ mod tests {
             errors(json!([
                 {"type": "talk", "option": {"text": "hi", "async": true}},
                 {"type": "talk", "option": {"text": "hi", "async": "yes"}},
-                {"type": "hangup", "option": {"reference_id": "b8573f30-b031-11ed-ac05-3bc9a62e64c3"}},
             ])),
             vec![
                 (
@@ -1055,12 +1532,6 @@ mod tests {
                     p("talk with async: true is not supported yet")
                 ),
                 (p("actions[1].option.async"), p("must be a boolean")),
-                (
-                    p("actions[2].option.reference_id"),
-                    p(
-                        "hangup with a reference_id (relaying another call's hangup cause) is not supported yet"
-                    )
-                ),
             ]
         );
         compile(&json!([

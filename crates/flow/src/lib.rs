@@ -5,10 +5,12 @@
 //!
 //! - **The action model** ([`ActionType`], [`Action`]): `{id, next_id, type, option}` objects as
 //!   VoIPBIN defines them. Every VoIPBIN type name is recognised; the ones this version can run are
-//!   those for which [`ActionType::is_supported`] is true: `answer`, `beep`, `branch`,
-//!   `condition_variable`, `digits_receive`, `digits_send`, `echo`, `goto`, `hangup`, `play`,
-//!   `recording_start`, `recording_stop`, `sleep`, `stop`, `stream_echo`, `talk` and
-//!   `variable_set`.
+//!   those for which [`ActionType::is_supported`] is true: every call-side action (`answer`,
+//!   `amd`, `beep`, `block`, `branch`, `call`, the `condition_*` family, `connect` and its alias
+//!   `agent_call`, `digits_receive`, `digits_send`, `echo`, `empty`, `external_media_start`/
+//!   `stop`, `fetch`, `fetch_flow`, `goto`, `hangup` and `hangup_relay`, `mute`, `play`,
+//!   `recording_start`/`stop`, `sleep`, `stop`, `stream_echo`, `talk`, `variable_set`,
+//!   `webhook_send`). Conferences, queues, transcription, AI and messaging types are refused.
 //! - **[`compile`]**: parse-don't-validate. A JSON array of actions becomes an immutable
 //!   [`Program`] in which every `next_id` and target id is already resolved, or a list of
 //!   [`Diagnostic`]s, each with the JSON path of the bad field (`actions[3].option.target_ids["2"]`).
@@ -49,7 +51,10 @@
 //! let Some(Command::Talk { media_id, text, .. }) = interp.poll_command() else { panic!() };
 //! assert_eq!(text, "Hello Ada");
 //! interp.handle_input(t0 + Duration::from_secs(2), Input::MediaFinished { media_id });
-//! assert_eq!(interp.poll_command(), Some(Command::Hangup { reason: "normal".into() }));
+//! assert_eq!(
+//!     interp.poll_command(),
+//!     Some(Command::Hangup { reason: "normal".into(), reference_id: None })
+//! );
 //! assert!(matches!(interp.poll_command(), Some(Command::Finished { .. })));
 //! assert!(interp.is_finished());
 //! ```
@@ -110,7 +115,28 @@
 //!   `recording_stop` emits [`Command::RecordingStop`] and moves on at once (no reply);
 //!   `voipbin.recording.id` keeps the last recording's id.
 //! - Known options this version cannot honour are refused by `compile` rather than ignored:
-//!   `talk` with `async: true`, `hangup` with a `reference_id`.
+//!   `talk` with `async: true`.
+//! - `fetch` and `fetch_flow` emit [`Command::Fetch`]/[`Command::FetchFlow`] and wait; the
+//!   actions that come back ([`Input::Fetched`]) are validated with [`compile`] and run as a new
+//!   stack, after which execution returns to the action after the fetch (at most 100 stacks).
+//!   Invalid actions or [`Input::FetchFailed`] end the run with [`EndReason::Error`].
+//! - `webhook_send` emits [`Command::WebhookSend`]; with `sync: true` it waits for
+//!   [`Input::WebhookDone`], and a failed request never stops the flow. In JSON bodies the
+//!   substituted values are JSON-escaped.
+//! - `connect` (and `agent_call`) emit [`Command::Connect`] and wait for
+//!   [`Input::ConnectEnded`], which sets `voipbin.connect.result`/`.reason`; with
+//!   `relay_reason` the caller is then hung up with the other side's reason.
+//! - `call` emits [`Command::Call`] (inline actions rendered with this run's variables) and
+//!   moves on at once.
+//! - `amd` emits [`Command::Amd`] and waits for [`Input::AmdResult`] unless `async`;
+//!   `machine_handle: hangup` hangs a `MACHINE` up with reason `amd_machine`.
+//! - `condition_datetime` needs [`Interpreter::set_wall_clock`]; it compares the set fields of
+//!   (month, day, hour, minute) in UTC as one tuple, after the `weekdays` filter.
+//! - `condition_call_digits` holds when `voipbin.call.digits` has exactly `length` keys (if set)
+//!   and contains `key` (if set); `condition_call_status` compares `progressing` (answered) or
+//!   `ringing`.
+//! - `block` parks the run until [`Interpreter::continue_block`] names it; [`Input::Stop`] ends
+//!   a run from outside.
 //! - `variable_set` may write any key, including the reserved `voipbin.*` namespace (so a flow can,
 //!   for example, clear `voipbin.call.digits` before collecting). Dropping externally supplied
 //!   `voipbin.*` keys is the API's job ([`is_reserved_variable`]). Writes beyond
@@ -128,15 +154,29 @@
 
 mod action;
 mod compile;
+mod graph;
 mod interpreter;
 mod program;
+mod sim;
 mod variable;
 
-pub use action::{ActionId, ActionType, RecordingEndKey, RecordingFormat};
-pub use compile::{Diagnostic, Severity, assign_ids, compile};
-pub use interpreter::{Command, EndReason, ExecutedAction, Input, Interpreter, Limits};
+pub use action::{
+    ActionId, ActionType, Address, CallStatus, HttpMethod, MuteDirection, RecordingEndKey,
+    RecordingFormat,
+};
+pub use compile::{Diagnostic, Severity, assign_ids, compile, compile_without_call};
+pub use graph::{to_dot, to_mermaid};
+pub use interpreter::{
+    Command, ContinueError, EndReason, ExecutedAction, Input, Interpreter, Limits,
+};
 pub use program::{Action, Program};
+pub use sim::{
+    AmdRecord, AmdScript, AmdVerdict, CallLeg, CallRecord, CallResult, CallScript, ConnectRecord,
+    DtmfPress, Executed, FetchRecord, HangupRecord, HttpReply, RecordingRecord, Report, Script,
+    ScriptError, ScriptLimits, StartTime, WebhookRecord, simulate, simulate_value,
+};
 pub use variable::{
-    RESERVED_PREFIX, VARIABLE_CALL_DIGITS, VARIABLE_RECORDING_ID, Variables, is_reserved_variable,
-    substitute, substitute_value,
+    RESERVED_PREFIX, VARIABLE_AMD_CAUSE, VARIABLE_AMD_RESULT, VARIABLE_CALL_DIGITS,
+    VARIABLE_CONNECT_REASON, VARIABLE_CONNECT_RESULT, VARIABLE_RECORDING_ID, Variables,
+    is_reserved_variable, substitute, substitute_value,
 };

@@ -101,6 +101,11 @@ impl Program {
                 .chain([b.default_target.or(next)])
                 .collect(),
             Step::ConditionVariable(c) => vec![next, c.false_target.or(next)],
+            Step::ConditionCallDigits { false_target, .. }
+            | Step::ConditionCallStatus { false_target, .. } => {
+                vec![next, false_target.or(next)]
+            }
+            Step::ConditionDatetime(c) => vec![next, c.false_target.or(next)],
             _ => vec![next],
         }
     }

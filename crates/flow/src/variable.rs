@@ -18,6 +18,19 @@ pub const VARIABLE_CALL_DIGITS: &str = "voipbin.call.digits";
 /// [`Input::RecordingStarted`](crate::Input::RecordingStarted); kept after `recording_stop`).
 pub const VARIABLE_RECORDING_ID: &str = "voipbin.recording.id";
 
+/// The result of the last `amd`: `HUMAN`, `MACHINE` or `NOTSURE`.
+pub const VARIABLE_AMD_RESULT: &str = "voipbin.amd.result";
+
+/// Why the last `amd` decided as it did (e.g. `long_greeting`, `silence_after_greeting`).
+pub const VARIABLE_AMD_CAUSE: &str = "voipbin.amd.cause";
+
+/// How the last `connect` ended: `answered` (a destination answered and the bridge is over) or
+/// `unanswered`.
+pub const VARIABLE_CONNECT_RESULT: &str = "voipbin.connect.result";
+
+/// The other side's hangup reason in the last `connect` (`normal`, `busy`, `noanswer`, …).
+pub const VARIABLE_CONNECT_REASON: &str = "voipbin.connect.reason";
+
 /// Whether `name` is in the reserved `voipbin.*` namespace (the API drops such keys when a client
 /// supplies them).
 pub fn is_reserved_variable(name: &str) -> bool {

@@ -1,5 +1,5 @@
 //! Every example flow under `tests/flows/` compiles, without warnings; so do the examples of the
-//! action reference (`docs/flow-actions.md`), which documents every supported type.
+//! flow reference (`docs/flows.md`), which documents every supported type.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -112,37 +112,73 @@ fn mutated_fixtures_never_panic_and_report_action_paths() {
 
 #[test]
 fn action_reference_documents_every_supported_type_with_valid_examples() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/flow-actions.md");
-    let text = std::fs::read_to_string(&path).expect("docs/flow-actions.md exists");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/flows.md");
+    let text = std::fs::read_to_string(&path).expect("docs/flows.md exists");
     let (supported_part, unsupported_part) = text
         .split_once("## Recognised, not supported yet")
         .expect("the unsupported section");
     for t in flow::ActionType::ALL {
-        let section = format!("\n### {t}\n");
+        let heading = format!("\n### {t}\n");
         let listed = format!("`{t}`");
         if t.is_supported() {
-            assert!(supported_part.contains(&section), "no section for {t}");
+            let section = section_after(supported_part, &heading)
+                .unwrap_or_else(|| panic!("no section for {t}"));
+            // The section shows the action itself, not only related ones.
+            let shows_itself = json_blocks(section).any(|json| {
+                serde_json::from_str::<serde_json::Value>(json)
+                    .is_ok_and(|v| v["type"] == t.as_str())
+            });
+            assert!(shows_itself, "the section for {t} has no {t} example");
             assert!(
                 !unsupported_part.contains(&listed),
                 "{t} listed as unsupported"
             );
         } else {
-            assert!(!supported_part.contains(&section), "{t} has a section");
+            assert!(!supported_part.contains(&heading), "{t} has a section");
             assert!(unsupported_part.contains(&listed), "{t} not listed");
         }
     }
-    // Every single-action example validates, apart from ids of actions it does not show.
+    // Every ```json block compiles: an action object on its own, apart from the ids of actions
+    // it does not show; an array as a whole flow, without errors or warnings.
     let mut examples = 0;
-    for block in text.split("```json\n").skip(1) {
-        let json = block.split("\n```").next().unwrap_or_default();
-        let action: serde_json::Value = serde_json::from_str(json)
+    for json in json_blocks(&text) {
+        let value: serde_json::Value = serde_json::from_str(json)
             .unwrap_or_else(|e| panic!("invalid example JSON {json}: {e}"));
-        if let Err(diags) = flow::compile(&serde_json::Value::Array(vec![action])) {
-            for d in diags.iter().filter(|d| d.severity == flow::Severity::Error) {
-                assert!(d.message.starts_with("no action has the id"), "{json}: {d}");
+        if value.is_array() {
+            let program = flow::compile(&value)
+                .unwrap_or_else(|d| panic!("{json}: does not compile: {d:#?}"));
+            assert!(
+                program.warnings().is_empty(),
+                "{json}: {:#?}",
+                program.warnings()
+            );
+        } else {
+            assert!(value.is_object(), "{json}: neither an action nor a flow");
+            if let Err(diags) = flow::compile(&serde_json::Value::Array(vec![value])) {
+                for d in diags.iter().filter(|d| d.severity == flow::Severity::Error) {
+                    assert!(d.message.starts_with("no action has the id"), "{json}: {d}");
+                }
             }
         }
         examples += 1;
     }
-    assert!(examples >= 17, "found {examples} examples");
+    let supported = flow::ActionType::ALL
+        .iter()
+        .filter(|t| t.is_supported())
+        .count();
+    assert!(examples > supported, "found {examples} examples");
+}
+
+/// The text from `heading` to the next heading of any level.
+fn section_after<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let start = text.find(heading)? + heading.len();
+    let rest = text.get(start..)?;
+    Some(rest.find("\n#").map_or(rest, |end| &rest[..end]))
+}
+
+/// The contents of the ```json fenced blocks in `text`.
+fn json_blocks(text: &str) -> impl Iterator<Item = &str> {
+    text.split("```json\n")
+        .skip(1)
+        .map(|block| block.split("\n```").next().unwrap_or_default())
 }

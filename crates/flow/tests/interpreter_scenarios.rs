@@ -119,6 +119,7 @@ fn hangup_normal() -> Vec<Command> {
     vec![
         Command::Hangup {
             reason: "normal".into(),
+            reference_id: None,
         },
         finished(EndReason::Hangup),
     ]
@@ -593,7 +594,8 @@ fn digits_receive_wrong_pin_hangs_up_with_reason() {
         run.input(14_000, Input::MediaFinished { media_id: 2 }),
         [
             Command::Hangup {
-                reason: "busy".into()
+                reason: "busy".into(),
+                reference_id: None,
             },
             finished(EndReason::Hangup)
         ]
@@ -832,7 +834,8 @@ fn templating_right_before_each_action() {
         run.input(2, Input::MediaFinished { media_id: 2 }),
         [
             Command::Hangup {
-                reason: "busy".into()
+                reason: "busy".into(),
+                reference_id: None,
             },
             finished(EndReason::Hangup)
         ]
@@ -1375,4 +1378,713 @@ fn random_inputs_never_panic_and_finish_exactly_once() {
             assert!(run.interp.executed_actions().len() <= 100);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stacks, HTTP, bridging, detection and the other call-side actions
+
+#[test]
+fn fetch_runs_the_fetched_actions_as_a_new_stack_then_returns() {
+    let mut run = Run::new(program(json!([
+        {"id": "f", "type": "fetch", "option": {"event_url": "http://127.0.0.1:1/next", "event_method": "get"}},
+        {"id": "after", "type": "talk", "option": {"text": "back"}},
+    ])));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [Command::Fetch {
+            request_id: 1,
+            method: flow::HttpMethod::Get,
+            url: "http://127.0.0.1:1/next".into()
+        }]
+    );
+    // A stale or foreign reply changes nothing.
+    assert_eq!(
+        run.input(
+            1,
+            Input::Fetched {
+                request_id: 9,
+                actions: json!([])
+            }
+        ),
+        []
+    );
+    let fetched = json!([
+        {"id": "x1", "type": "variable_set", "option": {"key": "k", "value": "v"}},
+        {"id": "x2", "type": "goto", "option": {"target_id": "x1", "loop_count": 1}},
+        {"id": "x3", "type": "talk", "option": {"text": "fetched ${k}"}},
+    ]);
+    assert_eq!(
+        run.input(
+            2,
+            Input::Fetched {
+                request_id: 1,
+                actions: fetched
+            }
+        ),
+        [talk(2, "fetched v")]
+    );
+    assert_eq!(run.interp.stack_depth(), 2);
+    assert_eq!(run.interp.current_action_id(), Some("x3"));
+    assert_eq!(
+        run.input(3, Input::MediaFinished { media_id: 2 }),
+        [talk(3, "back")]
+    );
+    assert_eq!(run.interp.stack_depth(), 1);
+    assert_eq!(run.path(), ["f", "x1", "x2", "x1", "x2", "x3", "after"]);
+    let stacks: Vec<usize> = run
+        .interp
+        .executed_actions()
+        .iter()
+        .map(|e| e.stack)
+        .collect();
+    assert_eq!(stacks, [0, 1, 1, 1, 1, 1, 0]);
+    assert_eq!(
+        run.input(4, Input::MediaFinished { media_id: 3 }),
+        [finished(EndReason::Completed)]
+    );
+}
+
+#[test]
+fn fetched_actions_are_validated_and_bad_replies_end_the_flow() {
+    let flow = json!([
+        {"type": "fetch_flow", "option": {"flow_id": "${next_flow}"}},
+        {"type": "hangup"},
+    ]);
+    let mut run = Run::with(
+        program(flow.clone()),
+        vars(&[("next_flow", "abc")]),
+        Limits::default(),
+    );
+    assert_eq!(
+        run.input(0, Input::Start),
+        [Command::FetchFlow {
+            request_id: 1,
+            flow_id: "abc".into()
+        }]
+    );
+    assert_eq!(
+        run.input(1, Input::Fetched {
+            request_id: 1,
+            actions: json!([{"type": "talk"}, {"type": "goto", "option": {"target_id": "nowhere"}}]),
+        }),
+        [finished(EndReason::Error(
+            "fetch_flow: the fetched actions are invalid: actions[0].option.text: talk needs a non-empty text".into()
+        ))]
+    );
+
+    let mut run = Run::with(
+        program(flow.clone()),
+        vars(&[("next_flow", "abc")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            1,
+            Input::FetchFailed {
+                request_id: 1,
+                reason: "HTTP 500".into()
+            }
+        ),
+        [finished(EndReason::Error(
+            "fetch_flow failed: HTTP 500".into()
+        ))]
+    );
+
+    // An empty fetched array returns at once.
+    let mut run = Run::with(
+        program(flow.clone()),
+        vars(&[("next_flow", "abc")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            1,
+            Input::Fetched {
+                request_id: 1,
+                actions: json!([])
+            }
+        ),
+        hangup_normal()
+    );
+
+    // A flow id that renders empty is an error, not a request.
+    let mut run = Run::new(program(flow));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [finished(EndReason::Error(
+            "fetch_flow: flow_id is empty after substitution".into()
+        ))]
+    );
+}
+
+#[test]
+fn fetch_loops_are_capped_at_one_hundred_stacks() {
+    let limits = Limits {
+        max_executions: 10_000,
+        ..Limits::default()
+    };
+    let mut run = Run::with(
+        program(json!([{"type": "fetch", "option": {"event_url": "http://127.0.0.1:1/"}}])),
+        Variables::new(),
+        limits,
+    );
+    let mut commands = run.input(0, Input::Start);
+    let mut rounds = 0;
+    while let [Command::Fetch { request_id, .. }] = commands.as_slice() {
+        rounds += 1;
+        assert!(rounds <= 200, "unbounded");
+        let again = json!([{"type": "fetch", "option": {"event_url": "http://127.0.0.1:1/"}}]);
+        commands = run.input(
+            rounds,
+            Input::Fetched {
+                request_id: *request_id,
+                actions: again,
+            },
+        );
+    }
+    assert_eq!(rounds, 100);
+    assert_eq!(
+        commands,
+        [finished(EndReason::Error(
+            "fetch: more than 100 stacks".into()
+        ))]
+    );
+}
+
+#[test]
+fn webhook_send_waits_only_when_sync_and_escapes_json_values() {
+    let mut run = Run::with(
+        program(json!([
+            {"type": "webhook_send", "option": {
+                "uri": "http://127.0.0.1:9/hook/${id}",
+                "data": "{\"digits\": \"${voipbin.call.digits}\"}",
+                "sync": true
+            }},
+            {"type": "webhook_send", "option": {
+                "uri": "http://127.0.0.1:9/plain", "method": "put", "data_type": "text/plain",
+                "data": "said ${voipbin.call.digits}"
+            }},
+            {"type": "hangup"},
+        ])),
+        vars(&[("id", "7"), ("voipbin.call.digits", "1\"}\\")]),
+        Limits::default(),
+    );
+    let commands = run.input(0, Input::Start);
+    let [
+        Command::WebhookSend {
+            request_id,
+            method,
+            uri,
+            content_type,
+            body,
+            wait,
+        },
+    ] = commands.as_slice()
+    else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(
+        (*request_id, *method, *wait),
+        (1, flow::HttpMethod::Post, true)
+    );
+    assert_eq!(uri, "http://127.0.0.1:9/hook/7");
+    assert_eq!(content_type, "application/json");
+    let parsed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(parsed, json!({"digits": "1\"}\\"}));
+
+    let mut expected = vec![Command::WebhookSend {
+        request_id: 2,
+        method: flow::HttpMethod::Put,
+        uri: "http://127.0.0.1:9/plain".into(),
+        content_type: "text/plain".into(),
+        body: "said 1\"}\\".into(),
+        wait: false,
+    }];
+    expected.extend(hangup_normal());
+    assert_eq!(
+        run.input(50, Input::WebhookDone { request_id: 1 }),
+        expected
+    );
+}
+
+#[test]
+fn block_parks_until_continued_with_the_current_action_id() {
+    let mut run = Run::new(program(json!([
+        {"id": "b", "type": "block"},
+        {"id": "t", "type": "talk", "option": {"text": "released"}},
+    ])));
+    assert_eq!(run.input(0, Input::Start), []);
+    assert!(run.interp.is_blocked());
+    assert_eq!(run.timer_ms(), None);
+    let t = run.at(10);
+    assert_eq!(
+        run.interp.continue_block(t, "t"),
+        Err(flow::ContinueError::OtherAction {
+            current: "b".into()
+        })
+    );
+    assert_eq!(run.drain(), []);
+    run.interp.continue_block(t, "b").unwrap();
+    assert_eq!(run.drain(), [talk(1, "released")]);
+    assert_eq!(
+        run.interp.continue_block(t, "b"),
+        Err(flow::ContinueError::NotBlocked)
+    );
+}
+
+#[test]
+fn condition_datetime_uses_the_wall_clock_and_needs_one() {
+    let flow = json!([
+        {"type": "condition_datetime", "option": {
+            "condition": ">=", "hour": 9, "minute": 0, "day": -1, "month": 0,
+            "weekdays": [1, 2, 3, 4, 5], "false_target_id": "closed"
+        }},
+        {"type": "condition_datetime", "option": {
+            "condition": "<", "hour": 17, "minute": 30, "day": -1, "month": 0,
+            "false_target_id": "closed"
+        }},
+        {"id": "open", "type": "talk", "option": {"text": "open"}},
+        {"type": "stop"},
+        {"id": "closed", "type": "talk", "option": {"text": "closed"}},
+    ]);
+    // Monday 2026-11-23: 08:59:30 UTC is before opening; 30 s later is open.
+    let monday_0859_30 = 1_795_424_370_000_i64;
+    let mut run = Run::new(program(flow.clone()));
+    let t0 = run.t0;
+    run.interp.set_wall_clock(t0, monday_0859_30);
+    assert_eq!(run.input(0, Input::Start), [talk(1, "closed")]);
+
+    let mut run = Run::new(program(flow.clone()));
+    let t0 = run.t0;
+    run.interp.set_wall_clock(t0, monday_0859_30);
+    assert_eq!(run.input(30_000, Input::Start), [talk(1, "open")]);
+
+    // 17:30 exactly is closed; Sunday is closed.
+    for at in [
+        1_795_454_400_000_i64 - 1_800_000 + 3_600_000,
+        1_795_352_820_000,
+    ] {
+        let mut run = Run::new(program(flow.clone()));
+        let t0 = run.t0;
+        run.interp.set_wall_clock(t0, at);
+        assert_eq!(run.input(0, Input::Start), [talk(1, "closed")], "at {at}");
+    }
+
+    let mut run = Run::new(program(flow));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [finished(EndReason::Error(
+            "condition_datetime: the run has no wall clock".into()
+        ))]
+    );
+}
+
+#[test]
+fn deprecated_digit_and_status_conditions() {
+    let flow = json!([
+        {"type": "condition_call_status", "option": {"status": "progressing", "false_target_id": "no"}},
+        {"type": "condition_call_digits", "option": {"length": 3, "key": "#", "false_target_id": "no"}},
+        {"type": "talk", "option": {"text": "yes"}},
+        {"type": "stop"},
+        {"id": "no", "type": "talk", "option": {"text": "no"}},
+    ]);
+    let mut run = Run::with(
+        program(flow.clone()),
+        vars(&[("voipbin.call.digits", "12#")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Answered);
+    assert_eq!(run.input(0, Input::Start), [talk(1, "yes")]);
+
+    // Not answered yet: the status is ringing.
+    let mut run = Run::with(
+        program(flow.clone()),
+        vars(&[("voipbin.call.digits", "12#")]),
+        Limits::default(),
+    );
+    assert_eq!(run.input(0, Input::Start), [talk(1, "no")]);
+
+    // Wrong length.
+    let mut run = Run::with(
+        program(flow),
+        vars(&[("voipbin.call.digits", "1#")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Answered);
+    assert_eq!(run.input(0, Input::Start), [talk(1, "no")]);
+}
+
+fn tel(target: &str) -> flow::Address {
+    flow::Address {
+        kind: "tel".into(),
+        target: target.into(),
+        target_name: String::new(),
+    }
+}
+
+#[test]
+fn connect_waits_for_the_bridge_then_moves_on_or_relays_the_reason() {
+    let flow = |relay: bool| {
+        json!([
+            {"type": "connect", "option": {
+                "source": {"type": "tel", "target": "+1000"},
+                "destinations": [{"type": "tel", "target": "${agent}"}, {"type": "sip", "target": "sip:b@127.0.0.1"}],
+                "early_media": true, "relay_reason": relay
+            }},
+            {"type": "talk", "option": {"text": "after ${voipbin.connect.result} ${voipbin.connect.reason}"}},
+        ])
+    };
+    let mut run = Run::with(
+        program(flow(false)),
+        vars(&[("agent", "+2000")]),
+        Limits::default(),
+    );
+    assert_eq!(
+        run.input(0, Input::Start),
+        [Command::Connect {
+            media_id: 1,
+            source: Some(tel("+1000")),
+            destinations: vec![
+                tel("+2000"),
+                flow::Address {
+                    kind: "sip".into(),
+                    target: "sip:b@127.0.0.1".into(),
+                    target_name: String::new()
+                }
+            ],
+            early_media: true,
+            relay_reason: false,
+        }]
+    );
+    // Digits during the bridge do not end it.
+    assert_eq!(run.input(5, Input::Digit('5')), []);
+    assert_eq!(
+        run.input(
+            60_000,
+            Input::ConnectEnded {
+                media_id: 1,
+                answered: false,
+                reason: "busy".into()
+            }
+        ),
+        [talk(2, "after unanswered busy")]
+    );
+
+    let mut run = Run::with(
+        program(flow(true)),
+        vars(&[("agent", "+2000")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            9,
+            Input::ConnectEnded {
+                media_id: 1,
+                answered: true,
+                reason: "normal".into()
+            }
+        ),
+        [
+            Command::Hangup {
+                reason: "normal".into(),
+                reference_id: None
+            },
+            finished(EndReason::Hangup)
+        ]
+    );
+
+    // The caller hangs up during the bridge.
+    let mut run = Run::with(
+        program(flow(false)),
+        vars(&[("agent", "+2000")]),
+        Limits::default(),
+    );
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(9, Input::CallEnded),
+        [finished(EndReason::CallEnded)]
+    );
+}
+
+#[test]
+fn agent_call_is_connect_to_the_agent() {
+    let mut run = Run::new(program(json!([
+        {"type": "agent_call", "option": {"agent_id": "eb1ac5c0-ff63-47e2-bcdb-5da9c336eb4b"}},
+    ])));
+    let commands = run.input(0, Input::Start);
+    let [Command::Connect { destinations, .. }] = commands.as_slice() else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(destinations[0].kind, "agent");
+    assert_eq!(
+        destinations[0].target,
+        "eb1ac5c0-ff63-47e2-bcdb-5da9c336eb4b"
+    );
+}
+
+#[test]
+fn amd_sync_async_and_machine_hangup() {
+    // Synchronous, machine, continue: the result lands in variables and the flow moves on.
+    let mut run = Run::new(program(json!([
+        {"type": "amd", "option": {"machine_handle": "continue", "async": false}},
+        {"type": "talk", "option": {"text": "${voipbin.amd.result} ${voipbin.amd.cause}"}},
+    ])));
+    assert_eq!(run.input(0, Input::Start), [Command::Amd { media_id: 1 }]);
+    assert_eq!(
+        run.input(
+            3_000,
+            Input::AmdResult {
+                media_id: 1,
+                result: "MACHINE".into(),
+                cause: "long_greeting".into()
+            }
+        ),
+        [talk(2, "MACHINE long_greeting")]
+    );
+
+    // Synchronous, machine, hangup.
+    let mut run = Run::new(program(json!([
+        {"type": "amd", "option": {"machine_handle": "hangup"}},
+        {"type": "talk", "option": {"text": "human"}},
+    ])));
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            3_000,
+            Input::AmdResult {
+                media_id: 1,
+                result: "MACHINE".into(),
+                cause: "max_words".into()
+            }
+        ),
+        [
+            Command::StopMedia { media_id: 1 },
+            Command::Hangup {
+                reason: "amd_machine".into(),
+                reference_id: None
+            },
+            finished(EndReason::Hangup)
+        ]
+    );
+
+    // Asynchronous: the flow goes on at once; a machine found later hangs up mid-talk.
+    let mut run = Run::new(program(json!([
+        {"type": "amd", "option": {"machine_handle": "hangup", "async": true}},
+        {"type": "talk", "option": {"text": "hello"}},
+    ])));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [Command::Amd { media_id: 1 }, talk(2, "hello")]
+    );
+    assert_eq!(
+        run.input(
+            2_500,
+            Input::AmdResult {
+                media_id: 1,
+                result: "MACHINE".into(),
+                cause: "long_greeting".into()
+            }
+        ),
+        [
+            Command::StopMedia { media_id: 1 },
+            Command::Hangup {
+                reason: "amd_machine".into(),
+                reference_id: None
+            },
+            finished(EndReason::Hangup)
+        ]
+    );
+
+    // Asynchronous, human: only the variables change.
+    let mut run = Run::new(program(json!([
+        {"type": "amd", "option": {"machine_handle": "hangup", "async": true}},
+        {"type": "talk", "option": {"text": "hello"}},
+    ])));
+    run.input(0, Input::Start);
+    assert_eq!(
+        run.input(
+            900,
+            Input::AmdResult {
+                media_id: 1,
+                result: "HUMAN".into(),
+                cause: "silence_after_greeting".into()
+            }
+        ),
+        []
+    );
+    assert_eq!(run.var("voipbin.amd.result"), Some("HUMAN"));
+}
+
+#[test]
+fn call_places_independent_calls_and_moves_on() {
+    let mut run = Run::with(
+        program(json!([
+            {"type": "call", "option": {
+                "source": {"type": "tel", "target": "+1000"},
+                "destinations": [{"type": "tel", "target": "${who}"}],
+                "actions": [{"type": "talk", "option": {"text": "message for ${who}"}}],
+                "chained": true
+            }},
+            {"type": "call", "option": {
+                "destinations": [{"type": "sip", "target": "sip:x@127.0.0.1"}],
+                "flow_id": "${flow}", "early_execution": true
+            }},
+            {"type": "hangup"},
+        ])),
+        vars(&[("who", "+3000"), ("flow", "f-1")]),
+        Limits::default(),
+    );
+    let mut expected = vec![
+        Command::Call {
+            source: Some(tel("+1000")),
+            destinations: vec![tel("+3000")],
+            flow_id: None,
+            actions: Some(json!([{"type": "talk", "option": {"text": "message for +3000"}}])),
+            chained: true,
+            early_execution: false,
+        },
+        Command::Call {
+            source: None,
+            destinations: vec![flow::Address {
+                kind: "sip".into(),
+                target: "sip:x@127.0.0.1".into(),
+                target_name: String::new(),
+            }],
+            flow_id: Some("f-1".into()),
+            actions: None,
+            chained: false,
+            early_execution: true,
+        },
+    ];
+    expected.extend(hangup_normal());
+    assert_eq!(run.input(0, Input::Start), expected);
+}
+
+#[test]
+fn hangup_with_reference_stop_input_mute_and_external_media() {
+    let mut run = Run::new(program(json!([
+        {"type": "mute", "option": {"direction": "in"}},
+        {"type": "external_media_start", "option": {"external_host": "127.0.0.1:40000"}},
+        {"type": "external_media_stop"},
+        {"type": "empty"},
+        {"type": "hangup_relay", "option": {"reference_id": "c-1"}},
+    ])));
+    assert_eq!(
+        run.input(0, Input::Start),
+        [
+            Command::Mute {
+                direction: flow::MuteDirection::In
+            },
+            Command::ExternalMediaStart {
+                media_id: 1,
+                host: "127.0.0.1:40000".into(),
+                encapsulation: "rtp".into(),
+                transport: "udp".into(),
+                connection_type: "client".into(),
+                format: "ulaw".into(),
+                direction: "both".into(),
+            }
+        ]
+    );
+    assert_eq!(
+        run.input(1, Input::MediaFinished { media_id: 1 }),
+        [
+            Command::ExternalMediaStop,
+            Command::Hangup {
+                reason: "normal".into(),
+                reference_id: Some("c-1".into())
+            },
+            finished(EndReason::Hangup)
+        ]
+    );
+
+    let mut run = Run::new(program(
+        json!([{"type": "sleep", "option": {"duration": 10000}}]),
+    ));
+    run.input(0, Input::Start);
+    assert_eq!(run.input(5, Input::Stop), [finished(EndReason::Stopped)]);
+    assert_eq!(run.input(6, Input::Stop), []);
+}
+
+#[test]
+fn new_action_options_are_validated_with_paths() {
+    let errors = |actions: Value| -> Vec<(String, String)> {
+        flow::compile(&actions)
+            .unwrap_err()
+            .into_iter()
+            .filter(|d| d.severity == flow::Severity::Error)
+            .map(|d| (d.path, d.message))
+            .collect()
+    };
+    let e = errors(json!([
+        {"type": "connect", "option": {"destinations": [{"type": "tel"}, 5]}},
+        {"type": "call", "option": {"destinations": [{"type": "tel", "target": "1"}], "actions": [{"type": "talk"}]}},
+        {"type": "webhook_send", "option": {"uri": "ftp://x", "method": "BREW"}},
+        {"type": "condition_datetime", "option": {"condition": "~", "hour": 24, "weekdays": [7]}},
+        {"type": "fetch", "option": {}},
+        {"type": "external_media_start", "option": {"external_host": "nohost", "format": "opus"}},
+        {"type": "amd", "option": {"machine_handle": "delay"}},
+        {"type": "mute", "option": {"direction": "sideways"}},
+        {"type": "call", "option": {"destinations": []}},
+    ]));
+    let expected: Vec<(String, String)> = [
+        (
+            "actions[0].option.destinations[0].target",
+            "address needs a target",
+        ),
+        (
+            "actions[0].option.destinations[1]",
+            r#"must be an address object: {"type", "target"}"#,
+        ),
+        (
+            "actions[1].option.actions[0].option.text",
+            "talk needs a non-empty text",
+        ),
+        (
+            "actions[2].option.uri",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            "actions[2].option.method",
+            r#"must be one of "GET", "POST", "PUT", "PATCH" or "DELETE""#,
+        ),
+        (
+            "actions[3].option.condition",
+            r#"must be one of "==", "!=", ">", ">=", "<" or "<=""#,
+        ),
+        ("actions[3].option.hour", "must be -1 (any hour) or 0-23"),
+        (
+            "actions[3].option.weekdays[0]",
+            "must be a weekday number, 0 (Sunday) to 6 (Saturday)",
+        ),
+        ("actions[4].option.event_url", "fetch needs an event_url"),
+        (
+            "actions[5].option.external_host",
+            "must be host:port, e.g. 127.0.0.1:40000",
+        ),
+        ("actions[5].option.format", r#"must be "ulaw" or "alaw""#),
+        (
+            "actions[6].option.machine_handle",
+            r#"must be "hangup" or "continue""#,
+        ),
+        (
+            "actions[7].option.direction",
+            r#"must be one of "both", "in", "out" or "none""#,
+        ),
+        (
+            "actions[8].option.destinations",
+            "needs at least one destination address",
+        ),
+        (
+            "actions[8].option.flow_id",
+            "call needs a flow_id or inline actions for the new calls",
+        ),
+    ]
+    .iter()
+    .map(|(p, m)| (p.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(e, expected);
 }
