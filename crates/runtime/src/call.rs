@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::endpoint::{ALLOW, CallKey, Command, EndpointHandle};
 use crate::media_engine::{EngineEvent, MediaHandle, RtpPorts};
 use crate::recording::{self, Recorder, RecordingEnd, RecordingSpec};
-use crate::{Shared, audio, now};
+use crate::{Shared, audio, flow_io, now, outbound};
 
 /// What the endpoint forwards to a call.
 #[derive(Debug)]
@@ -37,9 +37,100 @@ pub(crate) enum CallInput {
     RequestTimeout,
     /// The platform is stopping: hang up.
     Shutdown,
-    /// Hang up (asked through the API).
+    /// Hang up (asked through the API, or by the call a `connect` leg or `chained` call
+    /// belongs to).
     Hangup,
+    /// Read or steer this call's activeflow (`GET /activeflows/{id}`, `stop`, `continue`).
+    Activeflow {
+        op: crate::ActiveflowOp,
+        reply:
+            tokio::sync::oneshot::Sender<Result<store::ActiveflowRecord, crate::ActiveflowError>>,
+    },
+    /// A `connect` leg of this call answered: bridge it (it runs on `worker`, as `key`).
+    LegAnswered { leg: Uuid, key: u64, worker: usize },
+    /// A `connect` leg of this call is over (answered or not, with its hangup reason).
+    LegEnded {
+        leg: Uuid,
+        answered: bool,
+        reason: String,
+    },
 }
+
+/// What ties a `connect` leg to the call it was placed for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BridgeLeg {
+    /// The call that ran `connect`.
+    pub(crate) master: Uuid,
+    /// Its media worker (a bridge needs both sessions on one).
+    pub(crate) worker: Option<usize>,
+}
+
+/// Completions of work a call started off its task (HTTP, store, placing calls).
+#[derive(Debug)]
+enum Task {
+    /// An input for the flow.
+    Flow(FlowInput),
+    /// A call of `call` was placed; `chained` ones end with this call.
+    Placed { call: Uuid, chained: bool },
+    /// A `connect` leg was placed (`Ok`) or could not be (`Err` with the reason).
+    LegPlaced {
+        media_id: u64,
+        result: Result<Uuid, String>,
+    },
+}
+
+/// A running `connect`.
+#[derive(Debug)]
+struct Connecting {
+    media_id: u64,
+    /// Legs placed and not over yet.
+    legs: Vec<Uuid>,
+    /// Legs still being placed.
+    placing: usize,
+    /// The leg that answered first, once bridged.
+    winner: Option<Uuid>,
+    /// The most telling hangup reason among the legs that failed.
+    reason: String,
+}
+
+/// How a call relates to other calls and to work in flight.
+struct Links {
+    tasks: mpsc::UnboundedSender<Task>,
+    /// This call is a `connect` leg.
+    bridge_leg: Option<BridgeLeg>,
+    connect: Option<Connecting>,
+    /// `call` children with `chained: true`.
+    chained: Vec<Uuid>,
+    /// This flow run's id (sent by `fetch`).
+    activeflow_id: Uuid,
+    /// When the run was created, on both clocks (for the executed actions' times).
+    created: (std::time::Instant, std::time::SystemTime),
+    /// Whether the activeflow record was written (at the start) and closed (at the end).
+    activeflow_saved: bool,
+    activeflow_closed: bool,
+}
+
+impl Links {
+    fn new(tasks: mpsc::UnboundedSender<Task>, bridge_leg: Option<BridgeLeg>) -> Self {
+        Self {
+            tasks,
+            bridge_leg,
+            connect: None,
+            chained: Vec::new(),
+            activeflow_id: Uuid::new_v4(),
+            created: (now(), std::time::SystemTime::now()),
+            activeflow_saved: false,
+            activeflow_closed: false,
+        }
+    }
+}
+
+/// How long `connect` lets its destinations ring.
+const CONNECT_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the calls of `call` ring.
+const CALL_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Media id of the ringback played while `connect` rings (no flow media id is this large).
+const RINGBACK_MEDIA_ID: u64 = u64::MAX - 2;
 
 /// Everything a new inbound call starts from.
 pub(crate) struct Incoming {
@@ -155,6 +246,7 @@ struct Call {
     flow_answered: bool,
     /// The session timer agreed (RFC 4028) and when it next needs attention.
     session: Option<SessionTimer>,
+    links: Links,
 }
 
 async fn run(incoming: Incoming) {
@@ -171,7 +263,9 @@ async fn run(incoming: Incoming) {
     let local_sip = local_sip.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+    let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
     let mut call = Call {
+        links: Links::new(tasks_tx, None),
         shared,
         endpoint,
         key,
@@ -205,10 +299,14 @@ async fn run(incoming: Incoming) {
     let call_id = call.record.as_ref().map(|r| r.id);
     let (live_tx, inbox) = live_inbox(inbox);
     if let Some(id) = call_id {
-        call.shared.live.insert(id, live_tx);
+        call.shared.live.insert(id, live_tx.clone());
     }
+    let activeflow_id = call.links.activeflow_id;
+    call.shared.live.insert(activeflow_id, live_tx);
     call.drive_flow(FlowInput::Start).await;
-    call.run(inbox, media_rx, prepared_rx).await;
+    call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
+    call.close_activeflow().await;
+    call.shared.live.remove(activeflow_id);
     if let Some(id) = call_id {
         call.shared.live.remove(id);
     }
@@ -233,6 +331,8 @@ pub(crate) struct Outgoing {
     /// User name and password to answer a 401/407 with (a trunk's), if any.
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) inbox: mpsc::UnboundedReceiver<CallInput>,
+    /// Set for a `connect` leg: no flow of its own; answered, it is bridged with the master.
+    pub(crate) bridge_leg: Option<BridgeLeg>,
 }
 
 /// Start an outbound call's task: it sends the INVITE and runs the flow once answered.
@@ -258,9 +358,11 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 ring_timeout,
                 credentials,
                 inbox,
+                bridge_leg,
             } = outgoing;
             let (media_tx, media_rx) = mpsc::unbounded_channel();
             let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+            let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
             let limits = shared.flow_limits;
             let local_sdp = Some(String::from_utf8_lossy(&invite.body).into_owned());
             let call_id = record.id;
@@ -288,7 +390,9 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 origin,
                 media: None,
                 media_tx,
-                interp: Some(Interpreter::new(program, variables, limits)),
+                interp: bridge_leg
+                    .is_none()
+                    .then(|| new_interpreter(program, variables, limits)),
                 preparing: HashSet::new(),
                 prepared_tx,
                 flow_answered: false,
@@ -297,16 +401,33 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 closing: Vec::new(),
                 new_recording: None,
                 beep_then_record: None,
+                links: Links::new(tasks_tx, bridge_leg),
             };
             let (live_tx, inbox) = live_inbox(inbox);
-            call.shared.live.insert(call_id, live_tx);
+            call.shared.live.insert(call_id, live_tx.clone());
+            let activeflow_id = call.links.activeflow_id;
+            if call.interp.is_some() {
+                call.shared.live.insert(activeflow_id, live_tx);
+            }
             call.endpoint.send(Command::SendInvite {
                 call: call.key.clone(),
                 peer: call.peer,
                 request: Box::new(call.invite.clone()),
             });
-            call.run(inbox, media_rx, prepared_rx).await;
+            call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
+            call.close_activeflow().await;
+            call.shared.live.remove(activeflow_id);
             call.shared.live.remove(call_id);
+            if let (Some(leg), Some(record)) = (bridge_leg, &call.record) {
+                call.shared.live.send(
+                    leg.master,
+                    CallInput::LegEnded {
+                        leg: call_id,
+                        answered: record.tm_progressing.is_some(),
+                        reason: record.hangup_reason.clone(),
+                    },
+                );
+            }
             endpoint.send(Command::Forget { call: key });
         }
         .instrument(span),
@@ -340,6 +461,7 @@ impl Call {
         mut inbox: Inbox,
         mut media_rx: mpsc::UnboundedReceiver<EngineEvent>,
         mut prepared_rx: mpsc::UnboundedReceiver<Prepared>,
+        mut tasks_rx: mpsc::UnboundedReceiver<Task>,
     ) {
         let call = self;
         while call.phase != Phase::Ended {
@@ -370,6 +492,7 @@ impl Call {
                 Some(input) = inbox.endpoint.recv() => call.handle_input(input).await,
                 Some(event) = media_rx.recv() => call.handle_media(event).await,
                 Some((id, audio)) = prepared_rx.recv() => call.handle_prepared(id, audio).await,
+                Some(task) = tasks_rx.recv() => call.handle_task(task).await,
                 () = sleep_until(timeout) => {
                     if let Some(interp) = call.interp.as_mut() {
                         interp.handle_timeout(now());
@@ -660,7 +783,7 @@ impl Call {
         }
 
         let vars = call_variables(id, &self.invite, &destination, &source);
-        self.interp = Some(Interpreter::new(program, vars, self.shared.flow_limits));
+        self.interp = Some(new_interpreter(program, vars, self.shared.flow_limits));
         true
     }
 
@@ -753,10 +876,11 @@ impl Call {
             ptime_ms: 20,
             rtp_timeout_ms: self.shared.rtp_timeout_ms,
         });
+        let worker = self.links.bridge_leg.and_then(|leg| leg.worker);
         match self
             .shared
             .media
-            .attach(ports, session, self.media_tx.clone())
+            .attach_on(worker, ports, session, self.media_tx.clone())
         {
             Ok(handle) => {
                 if let Some(n) = &self.negotiated {
@@ -924,12 +1048,29 @@ impl Call {
         }
         self.save().await;
         tracing::info!("outbound call answered");
+        if let Some(leg) = self.links.bridge_leg {
+            let answered = match (&self.media, &self.record) {
+                (Some(media), Some(record)) => self.shared.live.send(
+                    leg.master,
+                    CallInput::LegAnswered {
+                        leg: record.id,
+                        key: media.key(),
+                        worker: media.worker_index(),
+                    },
+                ),
+                _ => false,
+            };
+            if !answered {
+                // The call it was for is gone, or we have no media to bridge.
+                self.hangup("normal", 603).await;
+            }
+            return;
+        }
         self.flow_answered = true;
         if let Some(interp) = self.interp.as_mut() {
             interp.handle_input(now(), FlowInput::Start);
-            interp.handle_input(now(), FlowInput::Answered);
         }
-        self.drain_flow().await;
+        self.drive_flow(FlowInput::Answered).await;
     }
 
     /// A Via for a request we send outside a transaction (the ACK of a 2xx).
@@ -1157,6 +1298,16 @@ impl Call {
             while interp.poll_command().is_some() {}
         }
         self.preparing.clear();
+        // The calls that live and die with this one.
+        let connect_legs = self
+            .links
+            .connect
+            .take()
+            .map(|c| c.legs)
+            .unwrap_or_default();
+        for id in connect_legs.into_iter().chain(self.links.chained.drain(..)) {
+            self.shared.live.send(id, CallInput::Hangup);
+        }
     }
 
     async fn handle_input(&mut self, input: CallInput) {
@@ -1235,6 +1386,18 @@ impl Call {
             }
             CallInput::Request { tx, request } => self.handle_request(tx, request).await,
             CallInput::Shutdown => self.hangup("shutdown", 503).await,
+            CallInput::Activeflow { op, reply } => {
+                let result = self.activeflow_op(op).await;
+                let _ = reply.send(result);
+            }
+            CallInput::LegAnswered { leg, key, worker } => {
+                self.leg_answered(leg, key, worker).await;
+            }
+            CallInput::LegEnded {
+                leg,
+                answered,
+                reason,
+            } => self.leg_ended(leg, answered, reason).await,
         }
     }
 
@@ -1356,6 +1519,16 @@ impl Call {
                 self.recording_done(*recorder, end).await;
                 return;
             }
+            EngineEvent::Amd { id, decision } => {
+                tracing::info!(result = %decision.result, cause = %decision.cause, after_ms = decision.after_ms, "amd");
+                self.drive_flow(FlowInput::AmdResult {
+                    media_id: id,
+                    result: decision.result.as_str().to_owned(),
+                    cause: decision.cause.as_str().to_owned(),
+                })
+                .await;
+                return;
+            }
         };
         match event {
             MediaEvent::Dtmf { digit, source, .. } => {
@@ -1364,6 +1537,12 @@ impl Call {
             }
             MediaEvent::PlaybackFinished { id: BEEP_MEDIA_ID }
             | MediaEvent::PlaybackStopped { id: BEEP_MEDIA_ID } => self.beep_done().await,
+            MediaEvent::PlaybackFinished {
+                id: RINGBACK_MEDIA_ID,
+            }
+            | MediaEvent::PlaybackStopped {
+                id: RINGBACK_MEDIA_ID,
+            } => {}
             MediaEvent::PlaybackFinished { id }
             | MediaEvent::DigitsSent { id }
             | MediaEvent::EchoFinished { id } => {
@@ -1537,7 +1716,7 @@ impl Call {
                 Ok(Some(EngineEvent::RecordingDone { recorder, end })) => {
                     self.recording_done(*recorder, end).await;
                 }
-                Ok(Some(EngineEvent::Media(_))) => {}
+                Ok(Some(EngineEvent::Media(_) | EngineEvent::Amd { .. })) => {}
                 Ok(None) | Err(_) => {
                     tracing::warn!("recording not returned by the media worker");
                     break;
@@ -1575,6 +1754,11 @@ impl Call {
     async fn drive_flow(&mut self, input: FlowInput) {
         if let Some(interp) = self.interp.as_mut() {
             interp.handle_input(now(), input);
+        }
+        if !self.links.activeflow_saved && self.interp.as_ref().is_some_and(Interpreter::is_started)
+        {
+            self.links.activeflow_saved = true;
+            self.save_activeflow().await;
         }
         self.drain_flow().await;
     }
@@ -1628,11 +1812,139 @@ impl Call {
                         media.stop_echo();
                     }
                 }
-                FlowCommand::Hangup { reason } => {
+                FlowCommand::Hangup {
+                    reason,
+                    reference_id,
+                } => {
+                    let reason = match reference_id {
+                        Some(id) => self.reason_of(&id).await.unwrap_or(reason),
+                        None => reason,
+                    };
                     let (reason, status) = hangup_reason(&reason);
-                    self.hangup(reason, status).await;
+                    self.hangup(&reason, status).await;
+                }
+                FlowCommand::Mute { direction } => {
+                    use flow::MuteDirection as D;
+                    let (inbound, outbound) = match direction {
+                        D::None => (false, false),
+                        D::In => (true, false),
+                        D::Out => (false, true),
+                        D::Both => (true, true),
+                    };
+                    if let Some(media) = &self.media {
+                        media.set_mute(inbound, outbound);
+                    }
+                }
+                FlowCommand::WebhookSend {
+                    request_id,
+                    method,
+                    uri,
+                    content_type,
+                    body,
+                    wait,
+                } => {
+                    let http = self.shared.http.clone();
+                    let tasks = self.links.tasks.clone();
+                    tokio::spawn(async move {
+                        let result =
+                            flow_io::send_webhook(&http, method, &uri, &content_type, body).await;
+                        match result {
+                            Ok(status) if (200..300).contains(&status) => {
+                                tracing::info!(%uri, status, "webhook_send delivered");
+                            }
+                            Ok(status) => tracing::warn!(%uri, status, "webhook_send refused"),
+                            Err(error) => tracing::warn!(%uri, %error, "webhook_send failed"),
+                        }
+                        if wait {
+                            let _ = tasks.send(Task::Flow(FlowInput::WebhookDone { request_id }));
+                        }
+                    });
+                }
+                FlowCommand::Fetch {
+                    request_id,
+                    method,
+                    url,
+                } => {
+                    let http = self.shared.http.clone();
+                    let tasks = self.links.tasks.clone();
+                    let activeflow = self.links.activeflow_id;
+                    let reference = self.record.as_ref().map(|r| r.id);
+                    tokio::spawn(async move {
+                        let result =
+                            flow_io::fetch_actions(&http, method, &url, activeflow, reference)
+                                .await;
+                        let _ = tasks.send(Task::Flow(fetched(request_id, result)));
+                    });
+                }
+                FlowCommand::FetchFlow {
+                    request_id,
+                    flow_id,
+                } => {
+                    let store = self.shared.store.clone();
+                    let tasks = self.links.tasks.clone();
+                    let account = self.record.as_ref().map(|r| r.account_id);
+                    tokio::spawn(async move {
+                        let result = match account {
+                            Some(account) => {
+                                flow_io::flow_actions(store.as_ref(), account, &flow_id).await
+                            }
+                            None => Err("the call has no account".to_owned()),
+                        };
+                        let _ = tasks.send(Task::Flow(fetched(request_id, result)));
+                    });
+                }
+                FlowCommand::Call {
+                    source,
+                    destinations,
+                    flow_id,
+                    actions,
+                    chained,
+                    early_execution,
+                } => {
+                    if early_execution {
+                        tracing::info!("call: early_execution runs the flow on answer");
+                    }
+                    self.place_calls(source, destinations, flow_id, actions, chained);
+                }
+                FlowCommand::Connect {
+                    media_id,
+                    source,
+                    destinations,
+                    early_media: _,
+                    relay_reason: _,
+                } => {
+                    self.answer().await;
+                    self.start_connect(media_id, source, destinations);
+                }
+                FlowCommand::Amd { media_id } => {
+                    self.answer().await;
+                    match &self.media {
+                        Some(media) => media.start_amd(media_id),
+                        None => self.reply_no_media(media_id),
+                    }
+                }
+                FlowCommand::ExternalMediaStart {
+                    media_id,
+                    host,
+                    format,
+                    direction,
+                    ..
+                } => {
+                    self.answer().await;
+                    let reply = self
+                        .start_external(media_id, &host, &format, &direction)
+                        .await;
+                    if let Some(interp) = self.interp.as_mut() {
+                        interp.handle_input(now(), reply);
+                    }
+                }
+                FlowCommand::ExternalMediaStop => {
+                    if let Some(media) = &self.media {
+                        media.stop_external();
+                    }
                 }
                 FlowCommand::Finished { reason } => {
+                    self.close_activeflow().await;
                     let reason = match reason {
                         EndReason::Error(e) => {
                             tracing::warn!(error = %e, "flow ended with an error");
@@ -1730,6 +2042,488 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The activeflow as it stands now.
+    fn activeflow_record(&self) -> Option<store::ActiveflowRecord> {
+        let interp = self.interp.as_ref()?;
+        let record = self.record.as_ref()?;
+        let (at0, wall0) = self.links.created;
+        let wall = |at: std::time::Instant| {
+            let t = wall0 + at.saturating_duration_since(at0);
+            store::format_utc(time::OffsetDateTime::from(t))
+        };
+        let executed: Vec<serde_json::Value> = interp
+            .executed_actions()
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "stack": e.stack,
+                    "index": e.index,
+                    "id": e.action_id.as_ref().map(|id| id.as_str()),
+                    "type": e.action_type.as_str(),
+                    "tm_execute": wall(e.at),
+                })
+            })
+            .collect();
+        let variables: serde_json::Map<String, serde_json::Value> = interp
+            .variables()
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let now_text = store::utc_now();
+        let end_reason = interp.end_reason().map(ToString::to_string);
+        Some(store::ActiveflowRecord {
+            id: self.links.activeflow_id,
+            account_id: record.account_id,
+            call_id: record.id,
+            flow_id: record.flow_id,
+            status: if end_reason.is_some() {
+                store::ActiveflowRecord::ENDED.into()
+            } else {
+                store::ActiveflowRecord::RUNNING.into()
+            },
+            current_action_id: interp.current_action_id().unwrap_or_default().to_owned(),
+            execute_count: interp.execute_count(),
+            executed_actions: serde_json::Value::Array(executed),
+            variables: serde_json::Value::Object(variables),
+            tm_create: store::format_utc(time::OffsetDateTime::from(wall0)),
+            tm_end: end_reason.as_ref().map(|_| now_text.clone()),
+            end_reason: end_reason.unwrap_or_default(),
+            tm_update: now_text,
+        })
+    }
+
+    async fn save_activeflow(&self) {
+        if let Some(record) = self.activeflow_record()
+            && let Err(e) = self.shared.store.save_activeflow(&record).await
+        {
+            tracing::warn!(error = %e, "cannot save the activeflow");
+        }
+    }
+
+    /// Write the activeflow's final state once (when it ends, or the call does).
+    async fn close_activeflow(&mut self) {
+        if !self.links.activeflow_saved || self.links.activeflow_closed {
+            return;
+        }
+        if let Some(interp) = self.interp.as_mut()
+            && !interp.is_finished()
+        {
+            interp.handle_input(now(), FlowInput::CallEnded);
+            while interp.poll_command().is_some() {}
+        }
+        self.links.activeflow_closed = true;
+        self.save_activeflow().await;
+    }
+
+    async fn activeflow_op(
+        &mut self,
+        op: crate::ActiveflowOp,
+    ) -> Result<store::ActiveflowRecord, crate::ActiveflowError> {
+        use crate::{ActiveflowError as E, ActiveflowOp as Op};
+        match op {
+            Op::Get => {}
+            Op::Stop => {
+                if self.interp.as_ref().is_some_and(|i| !i.is_finished()) {
+                    self.drive_flow(FlowInput::Stop).await;
+                }
+            }
+            Op::Continue { action_id } => {
+                let Some(interp) = self.interp.as_mut() else {
+                    return Err(E::NotFound);
+                };
+                interp
+                    .continue_block(now(), &action_id)
+                    .map_err(|e| E::Refused(e.to_string()))?;
+                self.drain_flow().await;
+            }
+        }
+        self.activeflow_record().ok_or(E::NotFound)
+    }
+
+    async fn handle_task(&mut self, task: Task) {
+        match task {
+            Task::Flow(input) => self.drive_flow(input).await,
+            Task::Placed { call, chained } => {
+                if chained {
+                    if matches!(self.phase, Phase::Ending | Phase::Ended) {
+                        self.shared.live.send(call, CallInput::Hangup);
+                    } else {
+                        self.links.chained.push(call);
+                    }
+                }
+            }
+            Task::LegPlaced { media_id, result } => {
+                let Some(connect) = self
+                    .links
+                    .connect
+                    .as_mut()
+                    .filter(|c| c.media_id == media_id)
+                else {
+                    // The connect is over (or the call is): this leg is not wanted.
+                    if let Ok(leg) = result {
+                        self.shared.live.send(leg, CallInput::Hangup);
+                    }
+                    return;
+                };
+                connect.placing = connect.placing.saturating_sub(1);
+                match result {
+                    Ok(leg) => connect.legs.push(leg),
+                    Err(reason) => {
+                        tracing::info!(%reason, "connect: a destination could not be called");
+                        if more_telling("failed", &connect.reason) {
+                            connect.reason = "failed".into();
+                        }
+                        self.connect_maybe_over().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hangup reason of call `id` of this account (for `hangup` with `reference_id`).
+    async fn reason_of(&self, id: &str) -> Option<String> {
+        let id = Uuid::parse_str(id).ok()?;
+        let account = self.record.as_ref()?.account_id;
+        let record = self.shared.store.call(account, id).await.ok()??;
+        (!record.hangup_reason.is_empty()).then_some(record.hangup_reason)
+    }
+
+    /// An `Originate` for a destination of `call`/`connect`, from this call's account; the
+    /// source defaults to the number this call was made to (inbound) or from (outbound).
+    fn originate_request(
+        &self,
+        source: Option<&flow::Address>,
+        destination: &flow::Address,
+        flow_id: Option<Uuid>,
+        actions: serde_json::Value,
+        ring_timeout: std::time::Duration,
+    ) -> Option<crate::Originate> {
+        let record = self.record.as_ref()?;
+        let source = match source {
+            Some(a) => crate::Address {
+                kind: a.kind.clone(),
+                target: a.target.clone(),
+            },
+            None if record.direction == "incoming" => crate::Address {
+                kind: record.destination_type.clone(),
+                target: record.destination_target.clone(),
+            },
+            None => crate::Address {
+                kind: record.source_type.clone(),
+                target: record.source_target.clone(),
+            },
+        };
+        Some(crate::Originate {
+            account_id: record.account_id,
+            source,
+            destination: crate::Address {
+                kind: destination.kind.clone(),
+                target: destination.target.clone(),
+            },
+            flow_id,
+            actions,
+            ring_timeout,
+        })
+    }
+
+    /// `call`: one independent outgoing call per destination, placed off this task.
+    fn place_calls(
+        &mut self,
+        source: Option<flow::Address>,
+        destinations: Vec<flow::Address>,
+        flow_id: Option<String>,
+        actions: Option<serde_json::Value>,
+        chained: bool,
+    ) {
+        let Some(account) = self.record.as_ref().map(|r| r.account_id) else {
+            return;
+        };
+        let flow_uuid = flow_id.as_deref().and_then(|id| Uuid::parse_str(id).ok());
+        let requests: Vec<crate::Originate> = destinations
+            .iter()
+            .filter_map(|d| {
+                self.originate_request(
+                    source.as_ref(),
+                    d,
+                    flow_uuid,
+                    serde_json::Value::Null,
+                    CALL_RING_TIMEOUT,
+                )
+            })
+            .collect();
+        let shared = self.shared.clone();
+        let endpoint = self.endpoint.clone();
+        let local_sip = self.local_sip;
+        let tasks = self.links.tasks.clone();
+        tokio::spawn(async move {
+            let actions = match (actions, flow_id) {
+                (Some(actions), _) => actions,
+                (None, Some(id)) => {
+                    match flow_io::flow_actions(shared.store.as_ref(), account, &id).await {
+                        Ok(actions) => actions,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "call: cannot load the flow");
+                            return;
+                        }
+                    }
+                }
+                (None, None) => return,
+            };
+            for mut req in requests {
+                req.actions = actions.clone();
+                let target = req.destination.target.clone();
+                match outbound::originate(&shared, &endpoint, local_sip, req, None).await {
+                    Ok(record) => {
+                        let _ = tasks.send(Task::Placed {
+                            call: record.id,
+                            chained,
+                        });
+                    }
+                    Err(e) => tracing::warn!(%target, error = %e, "call: cannot place the call"),
+                }
+            }
+        });
+    }
+
+    /// `connect`: ring every destination at once (ringback meanwhile); the first to answer is
+    /// bridged, the others are cancelled.
+    fn start_connect(
+        &mut self,
+        media_id: u64,
+        source: Option<flow::Address>,
+        destinations: Vec<flow::Address>,
+    ) {
+        let (Some(media), Some(master)) = (&self.media, self.record.as_ref().map(|r| r.id)) else {
+            self.reply_no_media(media_id);
+            return;
+        };
+        media.play(RINGBACK_MEDIA_ID, ringback());
+        let leg = BridgeLeg {
+            master,
+            worker: Some(media.worker_index()),
+        };
+        let requests: Vec<crate::Originate> = destinations
+            .iter()
+            .filter_map(|d| {
+                self.originate_request(
+                    source.as_ref(),
+                    d,
+                    None,
+                    serde_json::json!([]),
+                    CONNECT_RING_TIMEOUT,
+                )
+            })
+            .collect();
+        self.links.connect = Some(Connecting {
+            media_id,
+            legs: Vec::new(),
+            placing: requests.len(),
+            winner: None,
+            reason: String::new(),
+        });
+        for req in requests {
+            let shared = self.shared.clone();
+            let endpoint = self.endpoint.clone();
+            let local_sip = self.local_sip;
+            let tasks = self.links.tasks.clone();
+            tokio::spawn(async move {
+                let result = outbound::originate(&shared, &endpoint, local_sip, req, Some(leg))
+                    .await
+                    .map(|record| record.id)
+                    .map_err(|e| e.to_string());
+                let _ = tasks.send(Task::LegPlaced { media_id, result });
+            });
+        }
+    }
+
+    /// A `connect` leg answered: the first is bridged, any later one is hung up.
+    async fn leg_answered(&mut self, leg: Uuid, key: u64, worker: usize) {
+        let Some(connect) = self.links.connect.as_mut() else {
+            self.shared.live.send(leg, CallInput::Hangup);
+            return;
+        };
+        if connect.winner.is_some() || !connect.legs.contains(&leg) {
+            self.shared.live.send(leg, CallInput::Hangup);
+            return;
+        }
+        let bridged = self
+            .media
+            .as_ref()
+            .is_some_and(|media| media.bridge(key, worker));
+        if !bridged {
+            tracing::warn!("connect: the answering leg's media is on another worker");
+            self.shared.live.send(leg, CallInput::Hangup);
+            return;
+        }
+        if let Some(media) = &self.media {
+            media.stop();
+        }
+        connect.winner = Some(leg);
+        tracing::info!(%leg, "connect: answered; bridged");
+        for other in connect.legs.iter().filter(|l| **l != leg) {
+            self.shared.live.send(*other, CallInput::Hangup);
+        }
+    }
+
+    /// A `connect` leg is over: the bridge ends with it, or one fewer destination rings.
+    async fn leg_ended(&mut self, leg: Uuid, answered: bool, reason: String) {
+        let Some(connect) = self.links.connect.as_mut() else {
+            return;
+        };
+        connect.legs.retain(|l| *l != leg);
+        if connect.winner == Some(leg) {
+            let media_id = connect.media_id;
+            self.links.connect = None;
+            if let Some(media) = &self.media {
+                media.unbridge();
+            }
+            let reason = if reason.is_empty() {
+                "normal".into()
+            } else {
+                reason
+            };
+            self.drive_flow(FlowInput::ConnectEnded {
+                media_id,
+                answered,
+                reason,
+            })
+            .await;
+            return;
+        }
+        if more_telling(&reason, &connect.reason) {
+            connect.reason = reason;
+        }
+        self.connect_maybe_over().await;
+    }
+
+    /// Nobody answered and nobody rings any more: tell the flow.
+    async fn connect_maybe_over(&mut self) {
+        let over = self
+            .links
+            .connect
+            .as_ref()
+            .is_some_and(|c| c.winner.is_none() && c.legs.is_empty() && c.placing == 0);
+        if !over {
+            return;
+        }
+        let Some(connect) = self.links.connect.take() else {
+            return;
+        };
+        if let Some(media) = &self.media {
+            media.stop();
+        }
+        let reason = if connect.reason.is_empty() {
+            "failed".to_owned()
+        } else {
+            connect.reason
+        };
+        tracing::info!(%reason, "connect: nobody answered");
+        self.drive_flow(FlowInput::ConnectEnded {
+            media_id: connect.media_id,
+            answered: false,
+            reason,
+        })
+        .await;
+    }
+
+    /// `external_media_start`: a socket of our RTP range, RTP to `host`, what comes back played.
+    async fn start_external(
+        &mut self,
+        media_id: u64,
+        host: &str,
+        format: &str,
+        direction: &str,
+    ) -> FlowInput {
+        let failed = |reason: String| FlowInput::MediaFailed { media_id, reason };
+        let Some(media) = &self.media else {
+            return failed("no media".into());
+        };
+        let dest = match host.rsplit_once(':') {
+            Some((h, p)) => match p.parse::<u16>() {
+                Ok(port) => outbound::lookup(h, port).await.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("bad port in {host:?}")),
+            },
+            None => Err(format!("{host:?} is not host:port")),
+        };
+        let dest = match dest {
+            Ok(dest) => dest,
+            Err(reason) => return failed(reason),
+        };
+        let ports = match self.shared.media.bind_rtp() {
+            Ok(ports) => ports,
+            Err(e) => return failed(format!("no RTP port: {e}")),
+        };
+        if let Err(e) = ports.rtp.set_nonblocking(true) {
+            return failed(e.to_string());
+        }
+        media.start_external(crate::media_engine::ExternalMedia {
+            socket: ports.rtp,
+            dest,
+            codec: if format == "alaw" {
+                media::Codec::Pcma
+            } else {
+                media::Codec::Pcmu
+            },
+            send: direction != "out",
+            receive: direction != "in",
+            ssrc: rand_u32(),
+            sequence: (rand_u32() & 0x7fff) as u16,
+            timestamp: rand_u32(),
+        });
+        tracing::info!(%dest, format, direction, "external media started");
+        FlowInput::MediaFinished { media_id }
+    }
+}
+
+/// A flow run that knows the wall clock (for `condition_datetime`).
+fn new_interpreter(
+    program: Arc<flow::Program>,
+    variables: flow::Variables,
+    limits: flow::Limits,
+) -> Interpreter {
+    let mut interp = Interpreter::new(program, variables, limits);
+    let unix_millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    interp.set_wall_clock(now(), unix_millis);
+    interp
+}
+
+/// The flow input for a fetch's outcome.
+fn fetched(request_id: u64, result: Result<serde_json::Value, String>) -> FlowInput {
+    match result {
+        Ok(actions) => FlowInput::Fetched {
+            request_id,
+            actions,
+        },
+        Err(reason) => {
+            tracing::warn!(%reason, "fetch failed");
+            FlowInput::FetchFailed { request_id, reason }
+        }
+    }
+}
+
+/// Which of two leg hangup reasons says more about why `connect` failed.
+fn more_telling(a: &str, b: &str) -> bool {
+    let rank = |r: &str| match r {
+        "busy" => 4,
+        "noanswer" => 3,
+        "failed" => 2,
+        "" => 0,
+        _ => 1,
+    };
+    rank(a) > rank(b)
+}
+
+/// The shared ringback played while `connect` rings (60 s, made once).
+fn ringback() -> Arc<[i16]> {
+    static RINGBACK: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    RINGBACK
+        .get_or_init(|| media::tone::ringback(10, 4000).into())
+        .clone()
+}
+
 /// Media id of the beep that starts a recording (no flow media id is this large).
 const BEEP_MEDIA_ID: u64 = u64::MAX;
 /// How long a finished call waits for its recording to come back from the media worker.
@@ -1772,13 +2566,26 @@ fn failure_reason(status: u16) -> (&'static str, &'static str) {
 }
 
 /// The call record's reason and the SIP status for a hangup before answer.
-fn hangup_reason(reason: &str) -> (&'static str, u16) {
-    match reason {
-        "busy" => ("busy", 486),
-        "noanswer" => ("noanswer", 480),
-        "failed" => ("failed", 500),
-        "cancel" => ("cancel", 487),
-        _ => ("normal", 603),
+/// The reason a flow's `hangup` records, and the status it answers an unanswered call with.
+/// VoIPBIN's reasons keep their meaning; any other short word (`amd_machine`, a relayed
+/// reason) is kept as it is; anything else is `normal`.
+fn hangup_reason(reason: &str) -> (String, u16) {
+    let status = match reason {
+        "busy" => 486,
+        "noanswer" => 480,
+        "failed" => 500,
+        "cancel" => 487,
+        _ => 603,
+    };
+    let word = !reason.is_empty()
+        && reason.len() <= 32
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if word {
+        (reason.to_owned(), status)
+    } else {
+        ("normal".to_owned(), 603)
     }
 }
 

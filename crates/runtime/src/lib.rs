@@ -18,6 +18,7 @@ mod call;
 mod digest;
 mod dns;
 mod endpoint;
+mod flow_io;
 mod maintenance;
 mod media_engine;
 mod outbound;
@@ -115,7 +116,32 @@ pub struct CallUpdate {
     pub record: store::CallRecord,
 }
 
-/// The live calls by id, so the API can reach a call's task.
+/// What the API may do to a live activeflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveflowOp {
+    /// Read it.
+    Get,
+    /// End it (`POST /activeflows/{id}/stop`); the call is then hung up.
+    Stop,
+    /// Release it from the `block` action `action_id` (`POST /activeflows/{id}/continue`).
+    Continue {
+        /// The id of the block action it must be parked in.
+        action_id: String,
+    },
+}
+
+/// Why an activeflow operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActiveflowError {
+    /// No live activeflow has that id (it ended; read the stored record).
+    #[error("no live activeflow with that id")]
+    NotFound,
+    /// The operation does not apply now (e.g. continue when not blocked, or a stale action id).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The live calls by id (and by their activeflow's id), so the API can reach a call's task.
 #[derive(Default)]
 pub(crate) struct LiveCalls(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, CallSender>>);
 
@@ -414,7 +440,25 @@ impl Runtime {
     /// answered. Returns the call record as created (status `dialing`); its progress comes as
     /// [`CallUpdate`]s and in the store.
     pub async fn originate(&self, req: Originate) -> Result<store::CallRecord, OriginateError> {
-        outbound::originate(&self.shared, &self.endpoint, self.sip_addr, req).await
+        outbound::originate(&self.shared, &self.endpoint, self.sip_addr, req, None).await
+    }
+
+    /// Read or steer a live activeflow. [`ActiveflowError::NotFound`] when no live call runs it
+    /// (it ended: the store has its final record). The caller checks the account first.
+    pub async fn activeflow(
+        &self,
+        id: uuid::Uuid,
+        op: ActiveflowOp,
+    ) -> Result<store::ActiveflowRecord, ActiveflowError> {
+        let (reply, wait) = oneshot::channel();
+        if !self
+            .shared
+            .live
+            .send(id, call::CallInput::Activeflow { op, reply })
+        {
+            return Err(ActiveflowError::NotFound);
+        }
+        wait.await.unwrap_or(Err(ActiveflowError::NotFound))
     }
 
     /// Hang up a live call (BYE when answered, CANCEL or a final response when not). False when

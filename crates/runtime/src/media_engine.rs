@@ -38,6 +38,13 @@ const RTCP_READ_EVERY: u64 = 10;
 pub(crate) enum EngineEvent {
     /// From the media session.
     Media(MediaEvent),
+    /// Answering-machine detection decided (`StartAmd` with this id).
+    Amd {
+        /// The id given to `start_amd`.
+        id: u64,
+        /// The decision.
+        decision: media::amd::AmdDecision,
+    },
     /// A recording ended (stopped, a limit, an error, or the session detached); the call
     /// finalises the file and the record.
     RecordingDone {
@@ -112,7 +119,51 @@ enum WorkerCommand {
     Detach {
         key: u64,
     },
+    /// Bridge two sessions of this worker (PCM both ways, DTMF forwarded).
+    Bridge {
+        a: u64,
+        b: u64,
+    },
+    /// End the bridge this session is in, if any.
+    Unbridge {
+        key: u64,
+    },
+    Mute {
+        key: u64,
+        inbound: bool,
+        outbound: bool,
+    },
+    StartExternal {
+        key: u64,
+        external: Box<ExternalMedia>,
+    },
+    StopExternal {
+        key: u64,
+    },
+    StartAmd {
+        key: u64,
+        id: u64,
+    },
 }
+
+/// `external_media_start`: the call's received audio goes out as RTP to `dest` from `socket`,
+/// and RTP arriving on `socket` is what the caller hears (when `receive`).
+#[derive(Debug)]
+pub(crate) struct ExternalMedia {
+    pub(crate) socket: UdpSocket,
+    pub(crate) dest: SocketAddr,
+    pub(crate) codec: media::Codec,
+    /// Send the caller's audio (`both`, `in`).
+    pub(crate) send: bool,
+    /// Play what comes back (`both`, `out`).
+    pub(crate) receive: bool,
+    pub(crate) ssrc: u32,
+    pub(crate) sequence: u16,
+    pub(crate) timestamp: u32,
+}
+
+/// Media id of DTMF forwarded across a bridge (its `DigitsSent` means nothing to a flow).
+pub(crate) const FORWARDED_DTMF_ID: u64 = u64::MAX - 1;
 
 /// Owner of the media worker threads and the RTP port range.
 #[derive(Debug)]
@@ -152,10 +203,12 @@ impl MediaEngine {
         self.ports.bind()
     }
 
-    /// Hand a session and its socket to a worker. The call drives it through the returned handle;
-    /// dropping the handle detaches it and frees the port.
-    pub(crate) fn attach(
+    /// Hand a session and its socket to a worker: the given one (that of the call this one
+    /// will be bridged with), or the next in turn. The call drives it through the returned
+    /// handle; dropping the handle detaches it and frees the port.
+    pub(crate) fn attach_on(
         &self,
+        worker: Option<usize>,
         ports: RtpPorts,
         session: MediaSession,
         events: UnboundedSender<EngineEvent>,
@@ -163,7 +216,10 @@ impl MediaEngine {
         ports.rtp.set_nonblocking(true)?;
         ports.rtcp.set_nonblocking(true)?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let n = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let n = match worker {
+            Some(n) if n < self.workers.len() => n,
+            _ => self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len(),
+        };
         let worker = self.workers[n].clone();
         worker
             .send(WorkerCommand::Attach {
@@ -173,7 +229,11 @@ impl MediaEngine {
                 events,
             })
             .map_err(|_| std::io::Error::other("media worker stopped"))?;
-        Ok(MediaHandle { key, worker })
+        Ok(MediaHandle {
+            key,
+            worker,
+            worker_index: n,
+        })
     }
 }
 
@@ -182,9 +242,69 @@ impl MediaEngine {
 pub(crate) struct MediaHandle {
     key: u64,
     worker: mpsc::Sender<WorkerCommand>,
+    worker_index: usize,
 }
 
 impl MediaHandle {
+    /// The worker this session runs on (bridge partners are attached to the same one).
+    pub(crate) fn worker_index(&self) -> usize {
+        self.worker_index
+    }
+
+    /// The session's key inside its worker.
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Bridge this session with the session `other_key` of worker `other_worker`: each hears
+    /// the other, DTMF included. False (and nothing done) when they run on different workers.
+    pub(crate) fn bridge(&self, other_key: u64, other_worker: usize) -> bool {
+        if other_worker != self.worker_index {
+            return false;
+        }
+        let _ = self.worker.send(WorkerCommand::Bridge {
+            a: self.key,
+            b: other_key,
+        });
+        true
+    }
+
+    /// End this session's bridge, if any.
+    pub(crate) fn unbridge(&self) {
+        let _ = self.worker.send(WorkerCommand::Unbridge { key: self.key });
+    }
+
+    /// `mute`: drop what the peer says (`inbound`) and/or send it silence (`outbound`).
+    pub(crate) fn set_mute(&self, inbound: bool, outbound: bool) {
+        let _ = self.worker.send(WorkerCommand::Mute {
+            key: self.key,
+            inbound,
+            outbound,
+        });
+    }
+
+    /// Fork the call's audio to an external RTP endpoint and play what it sends back.
+    pub(crate) fn start_external(&self, external: ExternalMedia) {
+        let _ = self.worker.send(WorkerCommand::StartExternal {
+            key: self.key,
+            external: Box::new(external),
+        });
+    }
+
+    /// Run answering-machine detection on what the peer says; `EngineEvent::Amd` follows.
+    pub(crate) fn start_amd(&self, id: u64) {
+        let _ = self
+            .worker
+            .send(WorkerCommand::StartAmd { key: self.key, id });
+    }
+
+    /// Stop the external media, if any.
+    pub(crate) fn stop_external(&self) {
+        let _ = self
+            .worker
+            .send(WorkerCommand::StopExternal { key: self.key });
+    }
+
     /// Queue audio (8 kHz mono) to play; `id` comes back in the events.
     pub(crate) fn play(&self, id: u64, pcm: Arc<[i16]>) {
         let _ = self.worker.send(WorkerCommand::Play {
@@ -268,6 +388,13 @@ struct Slot {
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
     recorder: Option<Box<Recorder>>,
+    /// The session this one is bridged with.
+    bridged_with: Option<u64>,
+    /// Keys the peer pressed this tick, to send on to the bridged session.
+    forward_dtmf: String,
+    external: Option<Box<ExternalMedia>>,
+    /// Answering-machine detection running, with the id to report.
+    amd: Option<(u64, Box<media::amd::AmdDetector>)>,
 }
 
 impl Slot {
@@ -298,9 +425,14 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
             }
         }
         let rtcp_turn = tick % RTCP_READ_EVERY;
+        let mut any_bridge = false;
         for (key, slot) in &mut sessions {
             let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
+            any_bridge |= slot.bridged_with.is_some();
+        }
+        if any_bridge {
+            exchange_bridged(&mut sessions);
         }
         deadline += TICK;
         let now = Instant::now();
@@ -345,6 +477,10 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
                     session,
                     events,
                     recorder: None,
+                    bridged_with: None,
+                    forward_dtmf: String::new(),
+                    external: None,
+                    amd: None,
                 },
             );
         }
@@ -419,8 +555,159 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
         WorkerCommand::Detach { key } => {
             if let Some(mut slot) = sessions.remove(&key) {
                 slot.end_recording(RecordingEnd::Hangup);
+                if let Some(other) = slot.bridged_with {
+                    unbridge_one(sessions, other);
+                }
             }
         }
+        WorkerCommand::Bridge { a, b } => {
+            if a == b || !sessions.contains_key(&a) || !sessions.contains_key(&b) {
+                return;
+            }
+            for (this, other) in [(a, b), (b, a)] {
+                if let Some(previous) = sessions.get(&this).and_then(|s| s.bridged_with) {
+                    unbridge_one(sessions, previous);
+                }
+                if let Some(slot) = sessions.get_mut(&this) {
+                    slot.bridged_with = Some(other);
+                    slot.session.set_bridged(true);
+                }
+            }
+        }
+        WorkerCommand::Unbridge { key } => {
+            if let Some(other) = sessions.get(&key).and_then(|s| s.bridged_with) {
+                unbridge_one(sessions, other);
+            }
+            unbridge_one(sessions, key);
+        }
+        WorkerCommand::Mute {
+            key,
+            inbound,
+            outbound,
+        } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                slot.session.set_mute(inbound, outbound);
+            }
+        }
+        WorkerCommand::StartExternal { key, external } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                if external.receive {
+                    slot.session.set_bridged(true);
+                }
+                slot.external = Some(external);
+            }
+        }
+        WorkerCommand::StartAmd { key, id } => {
+            if let Some(slot) = sessions.get_mut(&key) {
+                let detector = media::amd::AmdDetector::new(media::amd::AmdConfig::default());
+                slot.amd = Some((id, Box::new(detector)));
+            }
+        }
+        WorkerCommand::StopExternal { key } => {
+            if let Some(slot) = sessions.get_mut(&key)
+                && slot.external.take().is_some()
+                && slot.bridged_with.is_none()
+            {
+                slot.session.set_bridged(false);
+            }
+        }
+    }
+}
+
+/// Take `key` out of its bridge (the partner is untouched).
+fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
+    if let Some(slot) = sessions.get_mut(&key) {
+        slot.bridged_with = None;
+        slot.forward_dtmf.clear();
+        if slot.external.as_ref().is_none_or(|e| !e.receive) {
+            slot.session.set_bridged(false);
+        }
+    }
+}
+
+/// After a tick: each bridged session gets its partner's received audio for its next packet,
+/// and the keys its partner pressed.
+fn exchange_bridged(sessions: &mut HashMap<u64, Slot>) {
+    let pairs: Vec<(u64, u64)> = sessions
+        .iter()
+        .filter_map(|(k, s)| s.bridged_with.filter(|o| k < o).map(|o| (*k, o)))
+        .collect();
+    for (a, b) in pairs {
+        let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
+            continue;
+        };
+        x.session.set_bridge_frame(y.session.received_frame());
+        y.session.set_bridge_frame(x.session.received_frame());
+        forward_keys(x, y);
+        forward_keys(y, x);
+    }
+}
+
+/// Keys pressed on `from`'s line go out as DTMF on `to`'s.
+fn forward_keys(from: &mut Slot, to: &mut Slot) {
+    if !from.forward_dtmf.is_empty() {
+        let _ = to
+            .session
+            .send_digits(FORWARDED_DTMF_ID, &from.forward_dtmf, 100, 50);
+        from.forward_dtmf.clear();
+    }
+}
+
+/// External media for one tick: send the caller's audio, play what came back.
+fn service_external(slot: &mut Slot, recv_buf: &mut [u8], send_buf: &mut Vec<u8>) {
+    let Some(ext) = slot.external.as_mut() else {
+        return;
+    };
+    if ext.send {
+        send_buf.clear();
+        media::rtp::RtpHeader {
+            marker: false,
+            payload_type: if ext.codec == media::Codec::Pcma {
+                8
+            } else {
+                0
+            },
+            sequence_number: ext.sequence,
+            timestamp: ext.timestamp,
+            ssrc: ext.ssrc,
+        }
+        .write(send_buf);
+        let encode = match ext.codec {
+            media::Codec::Pcma => media::g711::alaw_encode,
+            media::Codec::Pcmu => media::g711::ulaw_encode,
+        };
+        send_buf.extend(slot.session.received_frame().iter().map(|s| encode(*s)));
+        let _ = ext.socket.send_to(send_buf, ext.dest);
+        ext.sequence = ext.sequence.wrapping_add(1);
+        ext.timestamp = ext.timestamp.wrapping_add(media::FRAME_SAMPLES as u32);
+    }
+    let mut frame = [0i16; media::FRAME_SAMPLES];
+    let mut got = false;
+    for _ in 0..MAX_READS_PER_TICK {
+        let Ok((n, _)) = ext.socket.recv_from(recv_buf) else {
+            break;
+        };
+        let Some(packet) = recv_buf
+            .get(..n)
+            .and_then(|d| media::rtp::RtpPacket::parse(d).ok())
+        else {
+            continue;
+        };
+        let decode = match packet.header.payload_type {
+            0 => media::g711::ulaw_decode,
+            8 => media::g711::alaw_decode,
+            _ => continue,
+        };
+        for (out, byte) in frame.iter_mut().zip(packet.payload) {
+            *out = decode(*byte);
+        }
+        got = true;
+    }
+    if ext.receive && slot.bridged_with.is_none() {
+        if !got {
+            frame.fill(0);
+        }
+        slot.session.set_bridge_frame(&frame);
     }
 }
 
@@ -463,6 +750,15 @@ fn service(
     {
         slot.end_recording(end);
     }
+    if slot.external.is_some() {
+        service_external(slot, recv_buf, send_buf);
+    }
+    if let Some((id, detector)) = slot.amd.as_mut()
+        && let Some(decision) = detector.process(slot.session.received_frame())
+    {
+        let _ = slot.events.send(EngineEvent::Amd { id: *id, decision });
+        slot.amd = None;
+    }
     if let Some(dest) = slot.session.poll_rtcp(ntp, send_buf) {
         let _ = slot.ports.rtcp.send_to(send_buf, dest);
     }
@@ -471,6 +767,18 @@ fn service(
 
 fn flush_events(slot: &mut Slot) {
     while let Some(event) = slot.session.poll_event() {
+        match event {
+            // Keys on a bridged line go on to the other side too (at most 32 per tick).
+            MediaEvent::Dtmf { digit, .. }
+                if slot.bridged_with.is_some() && slot.forward_dtmf.len() < 32 =>
+            {
+                slot.forward_dtmf.push(digit);
+            }
+            MediaEvent::DigitsSent {
+                id: FORWARDED_DTMF_ID,
+            } => continue,
+            _ => {}
+        }
         let _ = slot.events.send(EngineEvent::Media(event));
     }
 }

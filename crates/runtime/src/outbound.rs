@@ -82,6 +82,7 @@ pub(crate) async fn originate(
     endpoint: &EndpointHandle,
     local_sip: SocketAddr,
     req: Originate,
+    bridge_leg: Option<call::BridgeLeg>,
 ) -> Result<store::CallRecord, OriginateError> {
     let program = flow::compile(&req.actions).map_err(|diagnostics| {
         let first = diagnostics
@@ -202,6 +203,7 @@ pub(crate) async fn originate(
         ring_timeout: req.ring_timeout,
         credentials: target.credentials,
         inbox,
+        bridge_leg,
     });
     Ok(record)
 }
