@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod activeflows;
 mod auth;
 mod calls;
 mod devices;
@@ -16,6 +17,7 @@ mod flows;
 mod json;
 mod numbers;
 mod recordings;
+mod simulate;
 mod trunks;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/v1.0/flows", get(flows::list).post(flows::create))
         .route("/v1.0/flows/{id}", get(flows::get))
+        .route("/v1.0/flows/{id}/simulate", post(simulate::simulate))
         .route("/v1.0/numbers", get(numbers::list).post(numbers::create))
         .route("/v1.0/numbers/{id}", get(numbers::get))
         .route("/v1.0/devices", get(devices::list).post(devices::create))
@@ -52,6 +55,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/calls", get(calls::list).post(calls::create))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/activeflows", get(activeflows::list))
+        .route("/v1.0/activeflows/{id}", get(activeflows::get))
+        .route("/v1.0/activeflows/{id}/stop", post(activeflows::stop))
+        .route(
+            "/v1.0/activeflows/{id}/continue",
+            post(activeflows::continue_),
+        )
         .route("/v1.0/recordings", get(recordings::list))
         .route(
             "/v1.0/recordings/{id}",

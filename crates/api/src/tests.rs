@@ -760,3 +760,91 @@ async fn api_recordings_of_another_account_are_not_found() {
     .await;
     assert_eq!(list["result"], json!([]));
 }
+
+#[tokio::test]
+async fn api_flow_simulate_runs_offline_and_reports_bad_script_fields() {
+    let app = app().await;
+    let (status, flow) = send(&app, "POST", "/v1.0/flows", Some(&ivr().to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{flow}");
+    let uri = format!("/v1.0/flows/{}/simulate", flow["id"].as_str().unwrap());
+
+    // No body: the defaults; nobody presses anything, so the menu times out to "other".
+    let (status, report) = send(&app, "POST", &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["spoken"], json!(["press one", "other"]));
+    assert_eq!(report["end_reason"], "hangup");
+    // "press one": 9 * 60 + 300 ms of talk, 5000 ms of waiting, "other": 5 * 60 + 300 ms.
+    assert_eq!(report["duration_ms"], 840 + 5000 + 600);
+
+    // A scripted key at 2 s.
+    let script = json!({"dtmf": [{"digits": "1", "at_ms": 2000}]});
+    let (status, report) = send(&app, "POST", &uri, Some(&script.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let path: Vec<&str> = report["executed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        path,
+        [
+            "answer",
+            "talk",
+            "digits_receive",
+            "branch",
+            "talk",
+            "hangup"
+        ]
+    );
+    assert_eq!(report["executed"][4]["id"], "one");
+    assert_eq!(report["executed"][4]["at_ms"], 2000);
+    assert_eq!(report["spoken"], json!(["press one", "one"]));
+    assert_eq!(report["hangup"]["reason"], "normal");
+
+    // A typo or a bad value is a 400 naming the field.
+    for (body, path) in [
+        (json!({"dtfm": []}), "dtfm"),
+        (
+            json!({"dtmf": [{"digits": "1x", "at_ms": 0}]}),
+            "dtmf[0].digits",
+        ),
+        (json!({"start_time": "noon"}), "start_time"),
+        (json!([]), "$"),
+    ] {
+        let (status, err) = send(&app, "POST", &uri, Some(&body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(err["errors"][0]["path"], path, "{err}");
+    }
+    let (status, err) = send(&app, "POST", &uri, Some("{")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["errors"][0]["path"], "$");
+
+    // A fetch_flow of a stored flow of the account runs it.
+    let inner =
+        json!({"name": "inner", "actions": [{"type": "talk", "option": {"text": "from inner"}}]});
+    let (_, inner) = send(&app, "POST", "/v1.0/flows", Some(&inner.to_string())).await;
+    let outer = json!({"name": "outer", "actions": [
+        {"type": "fetch_flow", "option": {"flow_id": inner["id"]}},
+        {"type": "talk", "option": {"text": "back"}}
+    ]});
+    let (_, outer) = send(&app, "POST", "/v1.0/flows", Some(&outer.to_string())).await;
+    let outer_uri = format!("/v1.0/flows/{}/simulate", outer["id"].as_str().unwrap());
+    let (status, report) = send(&app, "POST", &outer_uri, Some("{}")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["spoken"], json!(["from inner", "back"]));
+    assert_eq!(report["executed"][1]["stack"], 1);
+
+    // Unknown flows (and malformed ids) are 404.
+    let missing = format!("/v1.0/flows/{}/simulate", uuid::Uuid::new_v4());
+    assert_eq!(
+        send(&app, "POST", &missing, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, "POST", "/v1.0/flows/nope/simulate", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
