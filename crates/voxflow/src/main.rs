@@ -109,6 +109,46 @@ enum FlowCmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// The flow runs without a call (started by the API): refuse actions that need one.
+        #[arg(long)]
+        no_call: bool,
+    },
+    /// Draw a flow file as a diagram (Graphviz DOT or Mermaid). An invalid flow prints its
+    /// errors and exits 1.
+    Graph {
+        /// The flow file (a JSON array of actions, or an object with `name` and `actions`).
+        file: PathBuf,
+        /// Output format: `dot` (render with `dot -Tsvg`) or `mermaid` (`flowchart TD`).
+        #[arg(long, default_value = "dot", value_parser = ["dot", "mermaid"])]
+        format: String,
+        /// Write the diagram to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Dry-run a flow file offline in simulated time against a scripted caller (DTMF, hangup)
+    /// and scripted outside world (HTTP replies, called parties, AMD) and print what happened.
+    /// Exit code 1 when the flow does not compile, 0 otherwise.
+    Run {
+        /// The flow file (a JSON array of actions, or an object with `name` and `actions`).
+        file: PathBuf,
+        /// Keys the caller presses at a time, e.g. `1@5` or `12#@7.5` (seconds from the start;
+        /// keys 100 ms apart). Repeatable; added to the script's.
+        #[arg(long, value_name = "DIGITS@SECONDS", value_parser = parse_dtmf_at)]
+        dtmf: Vec<(String, u64)>,
+        /// A simulation script (JSON): dtmf, start_time, variables, http, flows, calls, amd,
+        /// hangup_at_ms, answered, max_ms, … (see `examples/flows/README.md`).
+        #[arg(long, value_name = "SCRIPT.json")]
+        script: Option<PathBuf>,
+        /// The wall-clock start (RFC 3339, e.g. `2026-11-23T09:00:00Z`) for
+        /// `condition_datetime`; overrides the script's.
+        #[arg(long, value_name = "RFC3339")]
+        start: Option<String>,
+        /// An initial variable, `key=value`. Repeatable; overrides the script's.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_var)]
+        var: Vec<(String, String)>,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -161,7 +201,24 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(args) => serve(*args),
-        Cmd::Flow(FlowCmd::Check { file, json }) => flow_check(&file, json),
+        Cmd::Flow(FlowCmd::Check {
+            file,
+            json,
+            no_call,
+        }) => flow_check(&file, json, no_call),
+        Cmd::Flow(FlowCmd::Graph {
+            file,
+            format,
+            output,
+        }) => flow_graph(&file, &format, output.as_deref()),
+        Cmd::Flow(FlowCmd::Run {
+            file,
+            dtmf,
+            script,
+            start,
+            var,
+            json,
+        }) => flow_run(&file, &dtmf, script.as_deref(), start.as_deref(), var, json),
     };
     match result {
         Ok(code) => code,
@@ -172,16 +229,37 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn flow_check(file: &PathBuf, json: bool) -> anyhow::Result<std::process::ExitCode> {
+/// Read a flow file: a JSON array of actions, or an object with `actions` (and maybe `name`).
+/// Returns the name (if any) and the actions value.
+fn read_flow_file(file: &std::path::Path) -> anyhow::Result<(Option<String>, serde_json::Value)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let name = value
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_owned);
     let actions = match value.get("actions") {
         Some(a) => a.clone(),
         None => value,
     };
-    let (ok, diagnostics) = match flow::compile(&actions) {
+    Ok((name, actions))
+}
+
+fn flow_check(
+    file: &std::path::Path,
+    json: bool,
+    no_call: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (_, actions) = read_flow_file(file)?;
+    let compiled = if no_call {
+        flow::compile_without_call(&actions)
+    } else {
+        flow::compile(&actions)
+    };
+    let (ok, diagnostics) = match compiled {
         Ok(program) => (true, program.warnings().to_vec()),
         Err(diagnostics) => (false, diagnostics),
     };
@@ -220,6 +298,209 @@ fn flow_check(file: &PathBuf, json: bool) -> anyhow::Result<std::process::ExitCo
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+/// `voxflow flow graph`: the diagram goes to `output` or standard output; compile errors (and
+/// warnings) go to standard error.
+fn flow_graph(
+    file: &std::path::Path,
+    format: &str,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (name, actions) = read_flow_file(file)?;
+    let program = match flow::compile(&actions) {
+        Ok(program) => program,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{}: invalid", file.display());
+            return Ok(std::process::ExitCode::from(1));
+        }
+    };
+    for d in program.warnings() {
+        eprintln!("{d}");
+    }
+    let title = name.unwrap_or_else(|| {
+        file.file_stem().map_or_else(
+            || file.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    });
+    let diagram = match format {
+        "mermaid" => flow::to_mermaid(&program),
+        _ => flow::to_dot(&program, &title),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, diagram).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{diagram}"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `--dtmf DIGITS@SECONDS`: the keys and the time in ms.
+fn parse_dtmf_at(s: &str) -> Result<(String, u64), String> {
+    let (digits, seconds) = s
+        .rsplit_once('@')
+        .ok_or("expected DIGITS@SECONDS, e.g. 1@5 or 12#@7.5")?;
+    let seconds: f64 = seconds
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && (0.0..=604_800.0).contains(s))
+        .ok_or_else(|| format!("bad time {seconds:?}: seconds from the start, e.g. 5 or 7.5"))?;
+    let mut probe = flow::Script::default();
+    probe.press(digits, 0)?;
+    // In range by the filter above.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (seconds * 1000.0).round() as u64;
+    Ok((digits.to_owned(), ms))
+}
+
+/// `--var key=value`.
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+/// `voxflow flow run`: simulate a flow file and print the transcript (or the JSON report).
+fn flow_run(
+    file: &std::path::Path,
+    dtmf: &[(String, u64)],
+    script_file: Option<&std::path::Path>,
+    start: Option<&str>,
+    vars: Vec<(String, String)>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (name, actions) = read_flow_file(file)?;
+    let mut script = match script_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            flow::Script::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => flow::Script::default(),
+    };
+    for (digits, at_ms) in dtmf {
+        script
+            .press(digits, *at_ms)
+            .map_err(|e| anyhow::anyhow!("--dtmf {digits}: {e}"))?;
+    }
+    if let Some(start) = start {
+        script.start_time = start.parse().map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+    }
+    script.variables.extend(vars);
+    let program = match flow::compile(&actions) {
+        Ok(program) => program,
+        Err(diagnostics) => {
+            if json {
+                let items: Vec<_> = diagnostics
+                    .iter()
+                    .map(|d| serde_json::json!({"severity": "error", "path": d.path, "message": d.message}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "diagnostics": items })
+                );
+            } else {
+                for d in &diagnostics {
+                    println!("error: {}: {}", d.path, d.message);
+                }
+                println!("{}: invalid", file.display());
+            }
+            return Ok(std::process::ExitCode::from(1));
+        }
+    };
+    for d in program.warnings() {
+        eprintln!("warning: {}: {}", d.path, d.message);
+    }
+    let report = flow::simulate(Arc::new(program), &script);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let title = name.unwrap_or_else(|| file.display().to_string());
+        print!("{}", transcript(&title, &script, &report));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The readable form of a simulation report.
+fn transcript(title: &str, script: &flow::Script, report: &flow::Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "flow: {title}\nstart: {}\n", script.start_time);
+    for line in &report.log {
+        let _ = writeln!(out, "  {line}");
+    }
+    let path: Vec<String> = report
+        .executed
+        .iter()
+        .map(|e| {
+            let id =
+                e.id.clone()
+                    .unwrap_or_else(|| format!("[{}] {}", e.index, e.action_type));
+            if e.stack > 0 {
+                format!("{id} (stack {})", e.stack)
+            } else {
+                id
+            }
+        })
+        .collect();
+    let _ = writeln!(out, "\npath: {}", path.join(" -> "));
+    let lists = [
+        ("said", &report.spoken),
+        ("played", &report.played),
+        ("digits sent", &report.digits_sent),
+    ];
+    for (label, items) in lists {
+        if !items.is_empty() {
+            let _ = writeln!(out, "{label}:");
+            for item in items {
+                let _ = writeln!(out, "  {item:?}");
+            }
+        }
+    }
+    for w in &report.webhooks {
+        let outcome = w.status.map_or_else(
+            || w.error.clone().unwrap_or_default(),
+            |s| format!("HTTP {s}"),
+        );
+        let _ = writeln!(out, "webhook: {} {} -> {outcome}", w.method, w.uri);
+    }
+    for c in &report.calls {
+        for leg in &c.legs {
+            let said = leg
+                .run
+                .as_ref()
+                .map(|r| format!(", said {:?}", r.spoken))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "call placed: {} -> {}{said}",
+                leg.destination.target,
+                leg.result.as_str()
+            );
+        }
+    }
+    if !report.variables.is_empty() {
+        let _ = writeln!(out, "variables:");
+        for (k, v) in &report.variables {
+            let _ = writeln!(out, "  {k} = {v:?}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ended: {} after {}.{:03} s",
+        report.end_reason,
+        report.duration_ms / 1000,
+        report.duration_ms % 1000
+    );
+    out
 }
 
 fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
@@ -274,6 +555,12 @@ async fn run(args: Serve) -> anyhow::Result<()> {
         .await?;
     if lost > 0 {
         tracing::warn!(lost, "recordings interrupted by a restart marked failed");
+    }
+    let stopped = store
+        .close_live_activeflows("restart", &store::utc_now())
+        .await?;
+    if stopped > 0 {
+        tracing::warn!(stopped, "activeflows interrupted by a restart ended");
     }
     if closed > 0 {
         tracing::warn!(closed, "closed calls left live by a previous run");
