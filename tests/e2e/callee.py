@@ -10,16 +10,18 @@ arrives. Per --mode it
     reject-603   answers the INVITE with 603 Decline;
     no-answer    sends 180 Ringing and never answers (the caller must CANCEL or give up).
 
-It records what it hears to --record (8 kHz mono 16-bit WAV), never hangs up an answered call
-itself unless --hangup-after is given, and always ends within --timeout (no INVITE by then, or
-a call still up then, which it hangs up). A second INVITE while the first is handled gets 486.
-It prints exactly one JSON line on stdout:
+It records what it hears to --record (8 kHz mono 16-bit WAV), optionally plays a WAV file into
+the call as its voice (--play, once, --play-at seconds after confirmation), never hangs up an
+answered call itself unless --hangup-after is given, and always ends within --timeout (no
+INVITE by then, or a call still up then, which it hangs up). A second INVITE while the first
+is handled gets 486. It prints exactly one JSON line on stdout:
 
     {"got_invite": bool, "connected": bool, "last_status_code": int, "last_reason": str,
      "hung_up_by": "remote"|"local"|null, "call_duration_s": float, "saw_cancel": bool,
      "saw_bye": bool, "invite_from": str, "invite_uri": str, "extra_invites": int,
      "record": "path", "dtmf_received": "1234#",
-     "dtmf_events": [{"digit", "duration_ms", "method", "t"}], ...}
+     "dtmf_events": [{"digit", "duration_ms", "method", "t"}],
+     "play_started_s": float|null (with --play), ...}
 
 dtmf_received lists each key received (RFC 4733 or SIP INFO, as pjsua2's onDtmfEvent reports
 it) once, at its end; t counts seconds from confirmation.
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: never, wait for the caller)")
     ap.add_argument("--timeout", type=float, default=40.0,
                     help="hard bound in seconds from start; a live call is then hung up")
+    ap.add_argument("--play", default=None,
+                    help="WAV file (8 kHz mono 16-bit best) to send as the callee's voice, once")
+    ap.add_argument("--play-at", type=float, default=0.0,
+                    help="seconds after confirmation at which --play starts (default 0)")
     ap.add_argument("--user", default="bob", help="user part of this callee's URI")
     ap.add_argument("--log", default=None, help="write pjsip's log (level 5) to this file")
     args = ap.parse_args(argv)
@@ -112,7 +118,10 @@ def run_callee(args) -> dict:
         "extra_invites": 0,
         "rx_requests": [],
     }
-    holders: dict = {"call": None, "recorder": None, "extra": []}
+    holders: dict = {"call": None, "recorder": None, "extra": [], "media": None,
+                     "player": None}
+    play_path = os.path.abspath(args.play) if args.play else None
+    play_started = None
     dtmf = pjcommon.DtmfLog()
 
     def note_rx_request(prm) -> None:
@@ -154,6 +163,7 @@ def run_callee(args) -> dict:
                 if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                     continue
                 media = self.getAudioMedia(i)
+                holders["media"] = media
                 if holders["recorder"] is None:
                     rec = pj.AudioMediaRecorder()
                     rec.createRecorder(record_path)
@@ -255,10 +265,22 @@ def run_callee(args) -> dict:
         elif hangup_sent and now >= deadline:
             error = "call did not end after local hangup"
             break
+        if (play_path and play_started is None and confirmed is not None and not hangup_sent
+                and holders["media"] is not None and now - confirmed >= args.play_at):
+            play_started = round(now - confirmed, 3)
+            try:
+                # Only holders keeps it: it must be gone before libDestroy.
+                holders["player"] = pj.AudioMediaPlayer()
+                holders["player"].createPlayer(play_path, pj.PJMEDIA_FILE_NO_LOOP)
+                holders["player"].startTransmit(holders["media"])
+            except pj.Error as e:
+                error = f"play {play_path}: {e.info()}"
 
     # Teardown: pump a little so the ACK of a rejection or the 200 to a BYE is absorbed, drop
-    # the recorder (flushes the WAV header), then stop.
+    # the player and the recorder (flushes the WAV header), then stop.
+    holders["player"] = None
     holders["recorder"] = None
+    holders["media"] = None
     call = None  # every Call must be gone before libDestroy (its destructor calls into pjsua)
     pjcommon.pump(ep, 30)
     holders["call"] = None
@@ -291,6 +313,8 @@ def run_callee(args) -> dict:
     }
     if state["invite_at"] is not None and state["disconnected_at"] is not None:
         out["invite_to_end_s"] = round(state["disconnected_at"] - state["invite_at"], 3)
+    if play_path:
+        out["play_started_s"] = play_started
     if error:
         out["error"] = error
     return out

@@ -763,7 +763,7 @@ def main() -> int:
                     help="parent directory for this run's artifacts")
     ap.add_argument("--only", default="",
                     help="comma-separated case groups to run (ivr, sipp, outbound, media, "
-                         "hostile); default all")
+                         "flows, hostile); default all")
     args = ap.parse_args()
     harness.reexec_with_venv()
     isolated = harness.reexec_in_netns()
@@ -794,7 +794,7 @@ def main() -> int:
     return rep.finish()
 
 
-GROUPS = ("ivr", "sipp", "outbound", "media", "hostile")
+GROUPS = ("ivr", "sipp", "outbound", "media", "flows", "hostile")
 
 
 def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[str]) -> None:
@@ -855,6 +855,12 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
             api=api, ports=ports, out=out, binary=server.binary, server_class=Server,
             api_class=Api, api_error=ApiError, phrases=PHRASES, follow_call=follow_call,
             originate=originate, all_calls=all_calls))
+    if "flows" in groups:
+        import flow_cases
+
+        guarded("flow cases", flow_cases.run, rep, flow_cases.Context(
+            api=api, ports=ports, out=out, phrases=PHRASES, follow_call=follow_call,
+            originate=originate, all_calls=all_calls, server_log=server.log_path))
     if "hostile" in groups:
         # Last: it leaves half-open calls and a blocked source behind.
         guarded("hostile traffic", hostile_case, rep, api, server, ports, out)
