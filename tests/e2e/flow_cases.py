@@ -44,6 +44,11 @@ the end):
             stored record says ended/hangup with every executed action in order. A second flow
             sleeping 30 s is ended by `POST .../stop`: the caller gets a BYE within 3 s, the
             record says "stopped", and a second stop is refused (409).
+  external  `external_media_start` to a Python RTP endpoint for 7 s, then
+            `external_media_stop`: the endpoint gets the caller's audio as 20 ms PCMU RTP (its
+            sentence recognised in it) and what it sends back (an espeak-ng sentence) is what
+            the caller hears; nothing reaches it after the stop.
+  mute      `mute` out, talk, `mute` none, talk: the caller hears only the second sentence.
   amd       outbound calls (POST /v1.0/calls) running [amd, webhook_send sync of
             voipbin.amd.result/cause, hangup] to pjsua2 callees playing a long voicemail
             greeting (MACHINE) and a short "Hello?" then silence (HUMAN); with
@@ -86,8 +91,11 @@ NO_ANSWER = "nobody answered the call"
 OTHER = "something else happened"
 CHAINED = "hello from the chained call"
 RELEASED = "the block was released"
+EXTERNAL_SAID = "green apples fall from the tall tree"
+MUTED = "you can not hear this sentence"
+UNMUTED = "now you can hear me again"
 FLOW_PHRASES = [FETCHED, STORED, MAIN_BACK, NEVER, CALLEE_SAID, CALLER_SAID, HUNG_UP, BUSY,
-                NO_ANSWER, OTHER, CHAINED, RELEASED]
+                NO_ANSWER, OTHER, CHAINED, RELEASED, EXTERNAL_SAID, MUTED, UNMUTED]
 # Said by the amd callees (not in any grammar: voxflow only measures them).
 VOICEMAIL = ("Hi, you have reached the voicemail of John Smith. I am not available right now. "
              "Please leave your name, number and a short message after the tone and I will "
@@ -104,6 +112,9 @@ REFERENCE_NUMBER = "+15550138"
 CHAINED_NUMBER = "+15550139"
 BLOCK_NUMBER = "+15550141"
 STOP_NUMBER = "+15550142"
+EXTERNAL_NUMBER = "+15550143"
+MUTE_NUMBER = "+15550144"
+EXTERNAL_FOR_MS = 7000
 UNCHAINED_NUMBER = "+15550140"
 CONNECT_SOURCE = "+15550177"  # the caller id connect presents to its callee
 
@@ -957,7 +968,7 @@ def make_sentences(out: str) -> dict[str, str]:
     os.makedirs(where, exist_ok=True)
     files = {}
     for key, text in (("caller", CALLER_SAID), ("callee", CALLEE_SAID),
-                      ("voicemail", VOICEMAIL), ("hello", HELLO)):
+                      ("voicemail", VOICEMAIL), ("hello", HELLO), ("external", EXTERNAL_SAID)):
         _, files[key] = harness.synthesise(text, where, key)
     return files
 
@@ -1081,6 +1092,110 @@ def activeflow_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
                 f"second stop HTTP {status}; {json.dumps(view)[:600]}")
 
 
+class RtpEndpoint:
+    """A UDP RTP peer on 127.0.0.1:0 for external media: records the PCMU it receives and,
+    once the first packet came, sends `reply` (8 kHz samples) back as 20 ms PCMU packets to
+    where it came from (paced on absolute deadlines, a real-time stream)."""
+
+    def __init__(self, reply: list[int], out_wav: str) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply
+        self.out_wav = out_wav
+        self.received: list[tuple[float, int, int]] = []  # (arrival, payload type, length)
+        self.audio: list[int] = []
+        self.sent = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        peer = None
+        next_send = None
+        seq, ts, pos = 1, 0, 0
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+                if len(data) >= 12:
+                    self.received.append((time.monotonic(), data[1] & 0x7F, len(data) - 12))
+                    if data[1] & 0x7F == 0:
+                        self.audio += rawsip.ulaw_decode(data[12:])
+                    if peer is None:
+                        peer, next_send = addr, time.monotonic()
+            except OSError:
+                pass
+            while peer is not None and pos < len(self.reply) and time.monotonic() >= next_send:
+                chunk = self.reply[pos:pos + 160]
+                chunk += [0] * (160 - len(chunk))
+                header = bytes([0x80, 0x00]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") \
+                    + (0x1234ABCD).to_bytes(4, "big")
+                self.sock.sendto(header + rawsip.ulaw_encode(chunk), peer)
+                seq, ts, pos = (seq + 1) & 0xFFFF, (ts + 160) & 0xFFFFFFFF, pos + 160
+                self.sent += 1
+                next_send += 0.02
+            if peer is not None and pos < len(self.reply):
+                self.sock.settimeout(max(0.001, next_send - time.monotonic()))
+            else:
+                self.sock.settimeout(0.2)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+        rawsip.write_wav_8k(self.out_wav, self.audio)
+
+
+def external_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -> None:
+    reply = [0] * 8000 + rawsip.read_wav_8k(files["external"])  # 1 s of silence first
+    ep = RtpEndpoint(reply, os.path.join(ctx.out, "flows_external_endpoint.wav"))
+    try:
+        bind_number(ctx.api, EXTERNAL_NUMBER, "e2e external media", [
+            act("answer"),
+            act("external_media_start", {"external_host": f"127.0.0.1:{ep.port}",
+                                         "format": "ulaw"}),
+            act("sleep", {"duration": EXTERNAL_FOR_MS}),
+            act("external_media_stop"),
+            act("sleep", {"duration": 1500}),
+            act("hangup")])
+        res = call_number(ctx, EXTERNAL_NUMBER, "external", timeout=30,
+                          play=files["caller"], play_at=1.0)
+    finally:
+        ep.close()
+    name = "flows external media"
+    log(f"{name}: caller {json.dumps(res)}; endpoint got {len(ep.received)} packets, sent "
+        f"{ep.sent}")
+    pcmu = [r for r in ep.received if r[1] == 0 and r[2] == 160]
+    span = (ep.received[-1][0] - ep.received[0][0]) if ep.received else 0.0
+    c.check(f"{name}: the endpoint gets the call's audio as 20 ms PCMU RTP for the "
+            f"{EXTERNAL_FOR_MS / 1000:.0f} s until external_media_stop, then nothing",
+            len(pcmu) >= 0.8 * EXTERNAL_FOR_MS / 20 and len(pcmu) == len(ep.received)
+            and span <= EXTERNAL_FOR_MS / 1000 + 1.0,
+            f"{len(ep.received)} packets ({len(pcmu)} PCMU of 160 bytes) over {span:.2f}s")
+    heard, segs = heard_in(ep.out_wav, phrases)
+    c.check(f"{name}: the caller's sentence is in what the endpoint received",
+            CALLER_SAID in heard, f"heard {heard} {segs}")
+    heard, segs = heard_in(res.get("record") or "", phrases)
+    c.check(f"{name}: the caller hears what the endpoint sends back",
+            EXTERNAL_SAID in heard and res.get("connected") is True,
+            f"heard {heard} {segs}; caller {json.dumps(res)}")
+
+
+def mute_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
+    bind_number(ctx.api, MUTE_NUMBER, "e2e mute", [
+        act("answer"), act("mute", {"direction": "out"}), talk(MUTED),
+        act("mute", {"direction": "none"}), talk(UNMUTED), act("hangup")])
+    res = call_number(ctx, MUTE_NUMBER, "mute", timeout=30)
+    heard, segs = heard_in(res.get("record") or "", phrases)
+    c.check("flows mute: with mute out the caller hears nothing of the first sentence, then "
+            "the second one after unmuting", heard == [UNMUTED] and res.get("hung_up_by") == "remote",
+            f"heard {heard} {segs}; caller {json.dumps(res)}")
+
+
 def run(rep, ctx: Context) -> None:
     """Set up (sentences, the HTTP recorder), run the cases in parallel, report in order."""
     started = time.monotonic()
@@ -1100,6 +1215,8 @@ def run(rep, ctx: Context) -> None:
             ("call", call_case, (phrases,)),
             ("amd", amd_case, (rec, files)),
             ("activeflow", activeflow_case, (phrases,)),
+            ("external", external_case, (files, phrases)),
+            ("mute", mute_case, (phrases,)),
         ]
         collected: list[tuple[str, Collect]] = []
         threads = []
