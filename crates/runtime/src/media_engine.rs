@@ -160,7 +160,13 @@ pub(crate) struct ExternalMedia {
     pub(crate) ssrc: u32,
     pub(crate) sequence: u16,
     pub(crate) timestamp: u32,
+    /// Audio received and not played yet (a burst of packets is played out one tick at a
+    /// time; at most [`EXTERNAL_BUFFER_SAMPLES`]).
+    pub(crate) pending: std::collections::VecDeque<i16>,
 }
+
+/// Most external-media audio buffered (1 s); older samples are dropped beyond it.
+const EXTERNAL_BUFFER_SAMPLES: usize = 8000;
 
 /// Media id of DTMF forwarded across a bridge (its `DigitsSent` means nothing to a flow).
 pub(crate) const FORWARDED_DTMF_ID: u64 = u64::MAX - 1;
@@ -681,8 +687,6 @@ fn service_external(slot: &mut Slot, recv_buf: &mut [u8], send_buf: &mut Vec<u8>
         ext.sequence = ext.sequence.wrapping_add(1);
         ext.timestamp = ext.timestamp.wrapping_add(media::FRAME_SAMPLES as u32);
     }
-    let mut frame = [0i16; media::FRAME_SAMPLES];
-    let mut got = false;
     for _ in 0..MAX_READS_PER_TICK {
         let Ok((n, _)) = ext.socket.recv_from(recv_buf) else {
             break;
@@ -698,14 +702,18 @@ fn service_external(slot: &mut Slot, recv_buf: &mut [u8], send_buf: &mut Vec<u8>
             8 => media::g711::alaw_decode,
             _ => continue,
         };
-        for (out, byte) in frame.iter_mut().zip(packet.payload) {
-            *out = decode(*byte);
-        }
-        got = true;
+        ext.pending
+            .extend(packet.payload.iter().map(|b| decode(*b)));
+        let excess = ext.pending.len().saturating_sub(EXTERNAL_BUFFER_SAMPLES);
+        ext.pending.drain(..excess);
     }
     if ext.receive && slot.bridged_with.is_none() {
-        if !got {
-            frame.fill(0);
+        let mut frame = [0i16; media::FRAME_SAMPLES];
+        for (out, sample) in frame.iter_mut().zip(
+            ext.pending
+                .drain(..ext.pending.len().min(media::FRAME_SAMPLES)),
+        ) {
+            *out = sample;
         }
         slot.session.set_bridge_frame(&frame);
     }
