@@ -49,6 +49,9 @@ the end):
             sentence recognised in it) and what it sends back (an espeak-ng sentence) is what
             the caller hears; nothing reaches it after the stop.
   mute      `mute` out, talk, `mute` none, talk: the caller hears only the second sentence.
+  on-complete  a flow with `on_complete_flow_id` runs past its end: the named flow runs next on
+            the same call with the variables so far; two activeflows are stored for the call
+            (completed, then hangup), the second with voipbin.activeflow.complete_count 1.
   amd       outbound calls (POST /v1.0/calls) running [amd, webhook_send sync of
             voipbin.amd.result/cause, hangup] to pjsua2 callees playing a long voicemail
             greeting (MACHINE) and a short "Hello?" then silence (HUMAN); with
@@ -94,8 +97,11 @@ RELEASED = "the block was released"
 EXTERNAL_SAID = "green apples fall from the tall tree"
 MUTED = "you can not hear this sentence"
 UNMUTED = "now you can hear me again"
+FIRST_FLOW = "welcome to the opening message"
+SECOND_FLOW = "the second flow runs now"
 FLOW_PHRASES = [FETCHED, STORED, MAIN_BACK, NEVER, CALLEE_SAID, CALLER_SAID, HUNG_UP, BUSY,
-                NO_ANSWER, OTHER, CHAINED, RELEASED, EXTERNAL_SAID, MUTED, UNMUTED]
+                NO_ANSWER, OTHER, CHAINED, RELEASED, EXTERNAL_SAID, MUTED, UNMUTED, FIRST_FLOW,
+                SECOND_FLOW]
 # Said by the amd callees (not in any grammar: voxflow only measures them).
 VOICEMAIL = ("Hi, you have reached the voicemail of John Smith. I am not available right now. "
              "Please leave your name, number and a short message after the tone and I will "
@@ -114,6 +120,7 @@ BLOCK_NUMBER = "+15550141"
 STOP_NUMBER = "+15550142"
 EXTERNAL_NUMBER = "+15550143"
 MUTE_NUMBER = "+15550144"
+ON_COMPLETE_NUMBER = "+15550145"
 EXTERNAL_FOR_MS = 7000
 UNCHAINED_NUMBER = "+15550140"
 CONNECT_SOURCE = "+15550177"  # the caller id connect presents to its callee
@@ -1196,6 +1203,37 @@ def mute_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
             f"heard {heard} {segs}; caller {json.dumps(res)}")
 
 
+def on_complete_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
+    # (The pause keeps the two prompts apart for hear.py, which splits speech on silence.)
+    second = ctx.api.call("POST", "/v1.0/flows", {"name": "e2e second", "actions": [
+        act("sleep", {"duration": 1000}), talk(SECOND_FLOW), act("hangup")]})
+    first = ctx.api.call("POST", "/v1.0/flows", {
+        "name": "e2e first", "on_complete_flow_id": second["id"], "actions": [
+            act("answer"), act("variable_set", {"key": "carried", "value": "yes"}),
+            talk(FIRST_FLOW)]})
+    ctx.api.call("POST", "/v1.0/numbers", {"number": ON_COMPLETE_NUMBER,
+                                           "call_flow_id": first["id"]})
+    res = call_number(ctx, ON_COMPLETE_NUMBER, "on-complete", timeout=30)
+    heard, segs = heard_in(res.get("record") or "", phrases)
+    name = "flows on_complete_flow_id"
+    c.check(f"{name}: the caller hears the first flow, then the flow it names, then voxflow "
+            "hangs up", heard == [FIRST_FLOW, SECOND_FLOW] and res.get("hung_up_by") == "remote",
+            f"heard {heard} {segs}; caller {json.dumps(res)}")
+    call, why = find_call(ctx, ctx.api, "e2e-flows-on-complete", 10)
+    runs = []
+    if call is not None:
+        flows = ctx.api.call("GET", "/v1.0/activeflows?page_size=100").get("result", [])
+        runs = sorted((a for a in flows if a.get("reference_id") == call.get("id")),
+                      key=lambda a: a.get("tm_create") or "")
+    ok = (len(runs) == 2
+          and [r.get("flow_id") for r in runs] == [first["id"], second["id"]]
+          and [r.get("end_reason") for r in runs] == ["completed", "hangup"]
+          and (runs[1].get("variables") or {}).get("carried") == "yes"
+          and (runs[1].get("variables") or {}).get("voipbin.activeflow.complete_count") == "1")
+    c.check(f"{name}: two activeflows for the call (first completed, second hangup), "
+            "variables carried over", ok, f"{why} {json.dumps(runs)[:1200]}")
+
+
 def run(rep, ctx: Context) -> None:
     """Set up (sentences, the HTTP recorder), run the cases in parallel, report in order."""
     started = time.monotonic()
@@ -1217,6 +1255,7 @@ def run(rep, ctx: Context) -> None:
             ("activeflow", activeflow_case, (phrases,)),
             ("external", external_case, (files, phrases)),
             ("mute", mute_case, (phrases,)),
+            ("on-complete", on_complete_case, (phrases,)),
         ]
         collected: list[tuple[str, Collect]] = []
         threads = []

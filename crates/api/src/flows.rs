@@ -20,6 +20,7 @@ pub(crate) struct FlowView {
     name: String,
     detail: String,
     actions: Value,
+    on_complete_flow_id: Option<Uuid>,
     tm_create: String,
     tm_update: String,
 }
@@ -32,6 +33,7 @@ impl From<store::FlowRecord> for FlowView {
             name: f.name,
             detail: f.detail,
             actions: f.actions,
+            on_complete_flow_id: f.on_complete_flow_id,
             tm_create: f.tm_create,
             tm_update: f.tm_update,
         }
@@ -82,6 +84,20 @@ pub(crate) async fn create(
     let name = body.opt_string("name")?;
     let detail = body.opt_string("detail")?;
     let actions = validated_actions(body.take("actions"))?;
+    let on_complete_flow_id = match body.opt_string("on_complete_flow_id")?.as_str() {
+        "" | "00000000-0000-0000-0000-000000000000" => None,
+        text => {
+            let id = Uuid::parse_str(text)
+                .map_err(|_| ApiError::field("on_complete_flow_id", "must be a UUID"))?;
+            if state.store.flow(account.id, id).await?.is_none() {
+                return Err(ApiError::field(
+                    "on_complete_flow_id",
+                    "no flow of this account has this id",
+                ));
+            }
+            Some(id)
+        }
+    };
     let now = store::utc_now();
     let record = store::FlowRecord {
         id: Uuid::new_v4(),
@@ -89,6 +105,7 @@ pub(crate) async fn create(
         name,
         detail,
         actions,
+        on_complete_flow_id,
         tm_create: now.clone(),
         tm_update: now,
     };

@@ -108,6 +108,12 @@ struct Links {
     /// Whether the activeflow record was written (at the start) and closed (at the end).
     activeflow_saved: bool,
     activeflow_closed: bool,
+    /// How many flows ran before this one through `on_complete_flow_id` (0: the call's own).
+    chain_depth: u8,
+    /// The flow running now, once a chained one took over.
+    chained_flow_id: Option<Uuid>,
+    /// This call's inbox, to register a chained activeflow's id under.
+    live: Option<mpsc::UnboundedSender<CallInput>>,
 }
 
 impl Links {
@@ -121,10 +127,15 @@ impl Links {
             created: (now(), std::time::SystemTime::now()),
             activeflow_saved: false,
             activeflow_closed: false,
+            chain_depth: 0,
+            chained_flow_id: None,
+            live: None,
         }
     }
 }
 
+/// Flows chained by `on_complete_flow_id` after the call's own, at most (VoIPBIN's limit).
+const MAX_ON_COMPLETE_CHAIN: u8 = 5;
 /// How long `connect` lets its destinations ring.
 const CONNECT_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long the calls of `call` ring.
@@ -301,12 +312,14 @@ async fn run(incoming: Incoming) {
     if let Some(id) = call_id {
         call.shared.live.insert(id, live_tx.clone());
     }
-    let activeflow_id = call.links.activeflow_id;
-    call.shared.live.insert(activeflow_id, live_tx);
+    call.shared
+        .live
+        .insert(call.links.activeflow_id, live_tx.clone());
+    call.links.live = Some(live_tx);
     call.drive_flow(FlowInput::Start).await;
     call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
     call.close_activeflow().await;
-    call.shared.live.remove(activeflow_id);
+    call.shared.live.remove(call.links.activeflow_id);
     if let Some(id) = call_id {
         call.shared.live.remove(id);
     }
@@ -405,9 +418,11 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
             };
             let (live_tx, inbox) = live_inbox(inbox);
             call.shared.live.insert(call_id, live_tx.clone());
-            let activeflow_id = call.links.activeflow_id;
             if call.interp.is_some() {
-                call.shared.live.insert(activeflow_id, live_tx);
+                call.shared
+                    .live
+                    .insert(call.links.activeflow_id, live_tx.clone());
+                call.links.live = Some(live_tx);
             }
             call.endpoint.send(Command::SendInvite {
                 call: call.key.clone(),
@@ -416,7 +431,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
             });
             call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
             call.close_activeflow().await;
-            call.shared.live.remove(activeflow_id);
+            call.shared.live.remove(call.links.activeflow_id);
             call.shared.live.remove(call_id);
             if let (Some(leg), Some(record)) = (bridge_leg, &call.record) {
                 call.shared.live.send(
@@ -1945,6 +1960,9 @@ impl Call {
                 }
                 FlowCommand::Finished { reason } => {
                     self.close_activeflow().await;
+                    if reason == EndReason::Completed && self.chain_next_flow().await {
+                        continue;
+                    }
                     let reason = match reason {
                         EndReason::Error(e) => {
                             tracing::warn!(error = %e, "flow ended with an error");
@@ -2076,7 +2094,7 @@ impl Call {
             id: self.links.activeflow_id,
             account_id: record.account_id,
             call_id: record.id,
-            flow_id: record.flow_id,
+            flow_id: self.current_flow_id(),
             status: if end_reason.is_some() {
                 store::ActiveflowRecord::ENDED.into()
             } else {
@@ -2091,6 +2109,86 @@ impl Call {
             end_reason: end_reason.unwrap_or_default(),
             tm_update: now_text,
         })
+    }
+
+    /// The stored flow running now: the call's own, or the last one chained to.
+    fn current_flow_id(&self) -> Option<Uuid> {
+        if self.links.chain_depth == 0 {
+            self.record.as_ref().and_then(|r| r.flow_id)
+        } else {
+            self.links.chained_flow_id
+        }
+    }
+
+    /// The flow that just completed names an `on_complete_flow_id`: run it as a new activeflow on
+    /// this call, with the variables so far. False (and the call ends as usual) when there is
+    /// none, it cannot be loaded, or the chain is already [`MAX_ON_COMPLETE_CHAIN`] long.
+    async fn chain_next_flow(&mut self) -> bool {
+        let (Some(flow_id), Some(account)) = (
+            self.current_flow_id(),
+            self.record.as_ref().map(|r| r.account_id),
+        ) else {
+            return false;
+        };
+        let next_id = match self.shared.store.flow(account, flow_id).await {
+            Ok(Some(flow)) => flow.on_complete_flow_id,
+            _ => None,
+        };
+        let Some(next_id) = next_id else {
+            return false;
+        };
+        if self.links.chain_depth >= MAX_ON_COMPLETE_CHAIN {
+            tracing::warn!(%next_id, "on_complete_flow_id chain too long; not followed");
+            return false;
+        }
+        let program = match self.shared.store.flow(account, next_id).await {
+            Ok(Some(flow)) => match flow::compile(&flow.actions) {
+                Ok(program) => program,
+                Err(errors) => {
+                    tracing::warn!(%next_id, ?errors, "on_complete flow does not compile");
+                    return false;
+                }
+            },
+            Ok(None) => {
+                tracing::warn!(%next_id, "on_complete flow not found");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(%next_id, error = %e, "on_complete flow not readable");
+                return false;
+            }
+        };
+        let mut variables = self
+            .interp
+            .as_ref()
+            .map(|i| i.variables().clone())
+            .unwrap_or_default();
+        self.links.chain_depth += 1;
+        variables.insert(
+            "voipbin.activeflow.complete_count".into(),
+            self.links.chain_depth.to_string(),
+        );
+        let previous = self.links.activeflow_id;
+        self.links.activeflow_id = Uuid::new_v4();
+        self.links.created = (now(), std::time::SystemTime::now());
+        self.links.activeflow_closed = false;
+        self.links.chained_flow_id = Some(next_id);
+        if let Some(tx) = &self.links.live {
+            self.shared.live.remove(previous);
+            self.shared
+                .live
+                .insert(self.links.activeflow_id, tx.clone());
+        }
+        tracing::info!(%next_id, depth = self.links.chain_depth, "on_complete: next flow");
+        let mut interp = new_interpreter(Arc::new(program), variables, self.shared.flow_limits);
+        if self.flow_answered {
+            interp.handle_input(now(), FlowInput::Answered);
+        }
+        interp.handle_input(now(), FlowInput::Start);
+        self.interp = Some(interp);
+        self.links.activeflow_saved = true;
+        self.save_activeflow().await;
+        true
     }
 
     async fn save_activeflow(&self) {
@@ -2470,6 +2568,7 @@ impl Call {
             ssrc: rand_u32(),
             sequence: (rand_u32() & 0x7fff) as u16,
             timestamp: rand_u32(),
+            pending: std::collections::VecDeque::with_capacity(1600),
         });
         tracing::info!(%dest, format, direction, "external media started");
         FlowInput::MediaFinished { media_id }

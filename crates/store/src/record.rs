@@ -27,6 +27,9 @@ pub struct FlowRecord {
     pub detail: String,
     /// The JSON array of actions.
     pub actions: serde_json::Value,
+    /// The flow that runs next on the same call when this one completes (runs past its last
+    /// action), if any.
+    pub on_complete_flow_id: Option<Uuid>,
     /// Creation time, UTC ISO-8601.
     pub tm_create: String,
     /// Last update time, UTC ISO-8601.

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_device_ips.sql")),
     (4, include_str!("../migrations/sqlite/0004_recordings.sql")),
     (5, include_str!("../migrations/sqlite/0005_activeflows.sql")),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_flow_on_complete.sql"),
+    ),
 ];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
@@ -227,6 +231,7 @@ fn flow_from_row(row: &SqliteRow) -> Result<FlowRecord, StoreError> {
         detail: text(row, "detail")?,
         actions: serde_json::from_str(&actions)
             .map_err(|e| StoreError::Corrupt(format!("flow actions: {e}")))?,
+        on_complete_flow_id: opt_uuid_col(row, "on_complete_flow_id")?,
         tm_create: text(row, "tm_create")?,
         tm_update: text(row, "tm_update")?,
     })
@@ -442,14 +447,15 @@ impl Store for SqliteStore {
 
     async fn create_flow(&self, flow: &FlowRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO flows (id, account_id, name, detail, actions, tm_create, tm_update) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO flows (id, account_id, name, detail, actions, on_complete_flow_id, \
+             tm_create, tm_update) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(flow.id.to_string())
         .bind(flow.account_id.to_string())
         .bind(&flow.name)
         .bind(&flow.detail)
         .bind(flow.actions.to_string())
+        .bind(flow.on_complete_flow_id.map(|id| id.to_string()))
         .bind(&flow.tm_create)
         .bind(&flow.tm_update)
         .execute(&self.pool)
@@ -1411,7 +1417,7 @@ mod tests {
                 .fetch_all(&s.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         assert_eq!(s.call(a.id, c.id).await.unwrap(), Some(c.clone()));
         let r = recording(a.id, c.id, NOW);
         s.create_recording(&r).await.unwrap();

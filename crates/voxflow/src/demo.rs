@@ -38,6 +38,7 @@ pub(crate) async fn ensure(store: &dyn Store, fresh_token: Option<&str>) -> anyh
             name: "demo ivr".into(),
             detail: "created by voxflow serve --demo".into(),
             actions,
+            on_complete_flow_id: None,
             tm_create: now.clone(),
             tm_update: now.clone(),
         })

@@ -110,6 +110,7 @@ impl Rig {
                 name: "t".into(),
                 detail: String::new(),
                 actions,
+                on_complete_flow_id: None,
                 tm_create: now.clone(),
                 tm_update: now.clone(),
             })
