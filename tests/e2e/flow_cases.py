@@ -49,6 +49,9 @@ the end):
             sentence recognised in it) and what it sends back (an espeak-ng sentence) is what
             the caller hears; nothing reaches it after the stop.
   mute      `mute` out, talk, `mute` none, talk: the caller hears only the second sentence.
+  early     `call` with `early_execution: true` to a callee that rings and never answers: the
+            new call's flow (a webhook_send) runs while it rings; the callee gets no BYE, only
+            its own 480 ends the attempt.
   on-complete  a flow with `on_complete_flow_id` runs past its end: the named flow runs next on
             the same call with the variables so far; two activeflows are stored for the call
             (completed, then hangup), the second with voipbin.activeflow.complete_count 1.
@@ -121,6 +124,7 @@ STOP_NUMBER = "+15550142"
 EXTERNAL_NUMBER = "+15550143"
 MUTE_NUMBER = "+15550144"
 ON_COMPLETE_NUMBER = "+15550145"
+EARLY_NUMBER = "+15550146"
 EXTERNAL_FOR_MS = 7000
 UNCHAINED_NUMBER = "+15550140"
 CONNECT_SOURCE = "+15550177"  # the caller id connect presents to its callee
@@ -1203,6 +1207,32 @@ def mute_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
             f"heard {heard} {segs}; caller {json.dumps(res)}")
 
 
+def early_case(c: Collect, ctx: Context, rec: Recorder) -> None:
+    port = ctx.ports.sip_port()
+    proc, _ = start_callee(ctx, port, "no-answer", "early", timeout=6)
+    if not harness.wait_udp_bound(port, 10, proc):
+        c.check("flows call early_execution: callee listens", False,
+                json.dumps(harness.finish_callee(proc, 5)))
+        return
+    url = rec.route("/early/ringing")
+    bind_number(ctx.api, EARLY_NUMBER, "e2e early execution", [
+        act("answer"),
+        act("call", {"destinations": [sip_to(port)], "early_execution": True,
+                     "actions": [webhook(url, {"call": "${voipbin.call.id}"}), act("answer"),
+                                 act("hangup")]}),
+        act("sleep", {"duration": 3000}),
+        act("hangup")])
+    res = call_number(ctx, EARLY_NUMBER, "early", timeout=20)
+    seen = rec.wait_for("/early/ringing", 1, 10)
+    callee = harness.finish_callee(proc, 20)
+    log(f"flows call early_execution: caller {json.dumps(res)}; callee {json.dumps(callee)}")
+    c.check("flows call early_execution: the new call's flow runs while it rings (its "
+            "webhook arrives) though the callee never answers",
+            len(seen) == 1 and callee.get("got_invite") is True
+            and callee.get("connected") is False,
+            f"requests {[x.brief() for x in seen]}; callee {json.dumps(callee)}")
+
+
 def on_complete_case(c: Collect, ctx: Context, phrases: list[str]) -> None:
     # (The pause keeps the two prompts apart for hear.py, which splits speech on silence.)
     second = ctx.api.call("POST", "/v1.0/flows", {"name": "e2e second", "actions": [
@@ -1256,6 +1286,7 @@ def run(rep, ctx: Context) -> None:
             ("external", external_case, (files, phrases)),
             ("mute", mute_case, (phrases,)),
             ("on-complete", on_complete_case, (phrases,)),
+            ("early", early_case, (rec,)),
         ]
         collected: list[tuple[str, Collect]] = []
         threads = []

@@ -114,6 +114,8 @@ struct Links {
     chained_flow_id: Option<Uuid>,
     /// This call's inbox, to register a chained activeflow's id under.
     live: Option<mpsc::UnboundedSender<CallInput>>,
+    /// An outgoing call whose flow starts when it rings.
+    early_execution: bool,
 }
 
 impl Links {
@@ -130,6 +132,7 @@ impl Links {
             chain_depth: 0,
             chained_flow_id: None,
             live: None,
+            early_execution: false,
         }
     }
 }
@@ -346,6 +349,9 @@ pub(crate) struct Outgoing {
     pub(crate) inbox: mpsc::UnboundedReceiver<CallInput>,
     /// Set for a `connect` leg: no flow of its own; answered, it is bridged with the master.
     pub(crate) bridge_leg: Option<BridgeLeg>,
+    /// Start the flow when the callee rings (180/183), not when it answers (`call`'s
+    /// `early_execution`).
+    pub(crate) early_execution: bool,
 }
 
 /// Start an outbound call's task: it sends the INVITE and runs the flow once answered.
@@ -372,6 +378,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 credentials,
                 inbox,
                 bridge_leg,
+                early_execution,
             } = outgoing;
             let (media_tx, media_rx) = mpsc::unbounded_channel();
             let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
@@ -414,7 +421,10 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 closing: Vec::new(),
                 new_recording: None,
                 beep_then_record: None,
-                links: Links::new(tasks_tx, bridge_leg),
+                links: Links {
+                    early_execution,
+                    ..Links::new(tasks_tx, bridge_leg)
+                },
             };
             let (live_tx, inbox) = live_inbox(inbox);
             call.shared.live.insert(call_id, live_tx.clone());
@@ -830,7 +840,8 @@ impl Call {
 
     /// Send the 200 with our SDP and start media.
     async fn answer(&mut self) {
-        if self.phase != Phase::Early {
+        // Only a call we received is answered by us; an outgoing one waits for the callee.
+        if self.phase != Phase::Early || matches!(self.role, Role::Uac { .. }) {
             return;
         }
         let contact = self.contact_uri();
@@ -961,6 +972,14 @@ impl Call {
                 record.status = "ringing".into();
                 record.tm_ringing = Some(store::utc_now());
                 self.save().await;
+            }
+            if status > 100
+                && self.phase == Phase::Early
+                && self.links.early_execution
+                && self.interp.as_ref().is_some_and(|i| !i.is_started())
+            {
+                tracing::info!(status, "early execution: the flow starts while it rings");
+                self.drive_flow(FlowInput::Start).await;
             }
             return;
         }
@@ -1916,10 +1935,14 @@ impl Call {
                     chained,
                     early_execution,
                 } => {
-                    if early_execution {
-                        tracing::info!("call: early_execution runs the flow on answer");
-                    }
-                    self.place_calls(source, destinations, flow_id, actions, chained);
+                    self.place_calls(
+                        source,
+                        destinations,
+                        flow_id,
+                        actions,
+                        chained,
+                        early_execution,
+                    );
                 }
                 FlowCommand::Connect {
                     media_id,
@@ -2333,6 +2356,7 @@ impl Call {
         flow_id: Option<String>,
         actions: Option<serde_json::Value>,
         chained: bool,
+        early_execution: bool,
     ) {
         let Some(account) = self.record.as_ref().map(|r| r.account_id) else {
             return;
@@ -2371,7 +2395,9 @@ impl Call {
             for mut req in requests {
                 req.actions = actions.clone();
                 let target = req.destination.target.clone();
-                match outbound::originate(&shared, &endpoint, local_sip, req, None).await {
+                match outbound::originate(&shared, &endpoint, local_sip, req, None, early_execution)
+                    .await
+                {
                     Ok(record) => {
                         let _ = tasks.send(Task::Placed {
                             call: record.id,
@@ -2426,10 +2452,11 @@ impl Call {
             let local_sip = self.local_sip;
             let tasks = self.links.tasks.clone();
             tokio::spawn(async move {
-                let result = outbound::originate(&shared, &endpoint, local_sip, req, Some(leg))
-                    .await
-                    .map(|record| record.id)
-                    .map_err(|e| e.to_string());
+                let result =
+                    outbound::originate(&shared, &endpoint, local_sip, req, Some(leg), false)
+                        .await
+                        .map(|record| record.id)
+                        .map_err(|e| e.to_string());
                 let _ = tasks.send(Task::LegPlaced { media_id, result });
             });
         }

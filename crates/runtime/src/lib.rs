@@ -440,7 +440,15 @@ impl Runtime {
     /// answered. Returns the call record as created (status `dialing`); its progress comes as
     /// [`CallUpdate`]s and in the store.
     pub async fn originate(&self, req: Originate) -> Result<store::CallRecord, OriginateError> {
-        outbound::originate(&self.shared, &self.endpoint, self.sip_addr, req, None).await
+        outbound::originate(
+            &self.shared,
+            &self.endpoint,
+            self.sip_addr,
+            req,
+            None,
+            false,
+        )
+        .await
     }
 
     /// Read or steer a live activeflow. [`ActiveflowError::NotFound`] when no live call runs it

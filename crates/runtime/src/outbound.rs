@@ -83,6 +83,7 @@ pub(crate) async fn originate(
     local_sip: SocketAddr,
     req: Originate,
     bridge_leg: Option<call::BridgeLeg>,
+    early_execution: bool,
 ) -> Result<store::CallRecord, OriginateError> {
     let program = flow::compile(&req.actions).map_err(|diagnostics| {
         let first = diagnostics
@@ -204,6 +205,7 @@ pub(crate) async fn originate(
         credentials: target.credentials,
         inbox,
         bridge_leg,
+        early_execution,
     });
     Ok(record)
 }
