@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/e2e/) need on a Debian 12 machine, as root:
 #   - Debian packages: sip-tester (sipp), espeak-ng, sox, lame and vorbis-tools (oggenc: the
-#     MP3 and OGG prompts of the media cases), iproute2, util-linux (unshare), python3-venv;
+#     MP3 and OGG prompts of the media cases), iproute2, util-linux (unshare), python3-venv,
+#     graphviz (renders `voxflow flow graph` output to SVG in a flow-crate test);
 #   - a Python venv at <repo>/.venv with pjsua2 (the SIP caller) and pocketsphinx (what the
 #     caller heard).
 # Idempotent: a machine that already has everything is left alone and nothing is printed.
@@ -45,6 +46,7 @@ declare -A probe=(
     [iproute2]=/usr/sbin/ip
     [util-linux]=/usr/bin/unshare
     [python3-venv]=
+    [graphviz]=/usr/bin/dot
 )
 missing=()
 for pkg in "${!probe[@]}"; do
