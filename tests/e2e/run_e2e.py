@@ -118,7 +118,9 @@ class Server:
                "--sip-listen", f"127.0.0.1:{sip or ports.sip}",
                "--rtp-ports", rtp or ports.rtp,
                "--data-dir", self.data_dir,
-               "--bootstrap-token", TOKEN] + (extra or [])
+               "--bootstrap-token", TOKEN,
+               # the prompt, fetch and webhook servers of the cases are on loopback
+               "--allow-private-urls"] + (extra or [])
         self.binary = binary
         log("starting: " + " ".join(cmd))
         self.log_file = open(self.log_path, "w", encoding="utf-8", errors="replace")
@@ -652,6 +654,69 @@ def http_health(port: int) -> tuple[int | None, str]:
         return None, str(e)
 
 
+def metrics_case(rep: Report, api: Api, ports: Ports) -> None:
+    """After the ivr calls: /metrics counted them, their flow runs and their RTP, and /healthz is
+    ok; both answer without the token."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with opener.open(f"http://127.0.0.1:{ports.http}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode("utf-8", errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", errors="replace")
+
+    def scrape() -> dict[str, float]:
+        status, text = get("/metrics")
+        if status != 200:
+            raise ValueError(f"GET /metrics: HTTP {status}: {text[:200]}")
+        return {series: float(value) for series, value in
+                (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")}
+
+    ended = [c for c in all_calls(api)
+             if c.get("direction") == "incoming" and c.get("status") == "hangup"]
+    normal = sum(1 for c in ended if c.get("hangup_reason") == "normal")
+    # The tasks finish just after their records are hung up: wait (bounded) for none active.
+    deadline = time.monotonic() + 10
+    samples = scrape()
+    while samples.get('voxflow_calls_active{direction="incoming"}') != 0 \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a condition with a deadline, not waiting on luck
+        samples = scrape()
+
+    def total(prefix: str) -> float:
+        return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+    detail = {k: v for k, v in samples.items()
+              if k.startswith(("voxflow_calls", "voxflow_rtp", "voxflow_flow"))
+              and (v != 0 or "active" in k)}
+    rep.check("metrics: no call active once the ivr calls are over",
+              samples.get('voxflow_calls_active{direction="incoming"}') == 0, json.dumps(detail))
+    rep.check("metrics: calls_total counts the ivr calls by hangup reason",
+              normal > 0
+              and samples.get('voxflow_calls_total{direction="incoming",result="normal"}') == normal
+              and total('voxflow_calls_total{direction="incoming"') == len(ended),
+              f"{len(ended)} incoming calls ended, {normal} normal; {json.dumps(detail)}")
+    runs_hangup = samples.get('voxflow_flow_runs_total{end_reason="hangup"}', 0)
+    rep.check("metrics: a flow run per call, ended by its hangup action, actions counted",
+              total("voxflow_flow_runs_total") == len(ended) and runs_hangup > 0
+              and samples.get("voxflow_flow_actions_total", 0) >= 6 * runs_hangup,
+              json.dumps(detail))
+    rep.check("metrics: RTP packets sent and received",
+              samples.get("voxflow_rtp_packets_sent_total", 0) > 0
+              and samples.get("voxflow_rtp_packets_received_total", 0) > 0, json.dumps(detail))
+    status, text = get("/healthz")
+    try:
+        health = json.loads(text)
+    except ValueError:
+        health = {}
+    checks = health.get("checks") or {}
+    rep.check("healthz: 200 ok (store, media workers, SIP)",
+              status == 200 and health.get("status") == "ok" and checks.get("store") == "ok"
+              and checks.get("media_workers", 0) >= 1
+              and checks.get("sip") == f"127.0.0.1:{ports.sip}", f"HTTP {status}: {text[:300]}")
+
+
 def hostile_case(rep: Report, api: Api, server: Server, ports: Ports, out: str) -> None:
     import hostile
 
@@ -844,6 +909,7 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
                 ports.sip)
         guarded("ivr digit_2", ivr_case, rep, api, ports, out, "digit_2", f"2@{at:.2f}",
                 SUPPORT, ports.sip)
+        guarded("metrics after ivr", metrics_case, rep, api, ports)
     if "sipp" in groups:
         guarded("sipp cases", sipp_cases, rep, ports, out)
     if "outbound" in groups:

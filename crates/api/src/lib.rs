@@ -16,6 +16,7 @@ mod error;
 mod flows;
 mod json;
 mod numbers;
+mod ops;
 mod recordings;
 mod simulate;
 mod trunks;
@@ -40,6 +41,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
         .route("/v1.0/flows", get(flows::list).post(flows::create))
         .route("/v1.0/flows/{id}", get(flows::get))
         .route("/v1.0/flows/{id}/simulate", post(simulate::simulate))

@@ -848,3 +848,54 @@ async fn api_flow_simulate_runs_offline_and_reports_bad_script_fields() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn metrics_and_healthz_answer_without_a_token() {
+    let app = app().await;
+    let get = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let ctype = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+
+    let (status, ctype, text) = get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    for line in [
+        "# TYPE voxflow_calls_total counter",
+        "voxflow_calls_active{direction=\"incoming\"} 0",
+        "voxflow_calls_total{direction=\"outgoing\",result=\"busy\"} 0",
+        "voxflow_rtp_packets_sent_total 0",
+        "voxflow_webhook_deliveries_total{outcome=\"failed\"} 0",
+        "voxflow_flow_runs_total{end_reason=\"completed\"} 0",
+        "voxflow_media_workers_alive 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+
+    let (status, ctype, text) = get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    let health: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["checks"]["store"], "ok");
+    assert_eq!(health["checks"]["media_workers"], 1);
+    let sip: std::net::SocketAddr = health["checks"]["sip"].as_str().unwrap().parse().unwrap();
+    assert!(sip.ip().is_loopback() && sip.port() != 0, "{sip}");
+
+    // The token is not needed, and the old /health is still plain "ok".
+    let (status, _, text) = get("/health").await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "ok"));
+}

@@ -560,6 +560,15 @@ impl MediaSession {
         self.mute_out = outbound;
     }
 
+    /// Packets of the peer's current stream that never arrived (RFC 3550 cumulative loss:
+    /// expected minus received, never negative); a new SSRC starts the count afresh.
+    #[must_use]
+    pub fn packets_lost(&self) -> u64 {
+        self.rx_stats
+            .as_ref()
+            .map_or(0, |s| u64::try_from(s.cumulative_lost()).unwrap_or(0))
+    }
+
     /// The peer's RTP address changed in a new SDP. An unspecified address (`0.0.0.0`, the
     /// RFC 2543 hold) or port 0 stops sending until RTP arrives from the peer.
     pub fn set_remote(&mut self, addr: SocketAddr) {

@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 
+use crate::url_guard::{self, HttpClient};
+
 /// Bounds of the cache and of each fetch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -70,6 +72,9 @@ pub(crate) enum LoadError {
     /// The request failed (connection, TLS, protocol).
     #[error("{0}")]
     Http(String),
+    /// The outbound URL guard refused the URL, its address or a redirect.
+    #[error("{0}")]
+    Refused(String),
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
@@ -133,13 +138,19 @@ impl AudioCache {
     }
 
     /// The 8 kHz mono PCM of an http(s) URL, a `file://` URL or an absolute path; downloads go
-    /// through `http` (the runtime's client).
+    /// through `http` (the runtime's client). A URL its policy refuses is refused even when
+    /// cached (a download made while private targets were allowed).
     pub(crate) async fn load(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         source: &str,
     ) -> Result<Arc<[i16]>, LoadError> {
         let origin = Origin::parse(source, self.limits.max_file_bytes).await?;
+        if let Origin::Url { url, .. } = &origin {
+            http.policy()
+                .check(url)
+                .map_err(|e| LoadError::Refused(e.to_string()))?;
+        }
         let key = origin.key();
         if let Some(pcm) = self.cached_pcm(&origin, &key) {
             return Ok(pcm);
@@ -180,7 +191,7 @@ impl AudioCache {
 
     async fn load_uncached(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         origin: &Origin,
         key: &str,
     ) -> Result<Arc<[i16]>, LoadError> {
@@ -225,7 +236,7 @@ impl AudioCache {
     /// else downloaded into the cache.
     async fn fetch(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         url: &str,
         hash: &str,
     ) -> Result<(Vec<u8>, Option<String>), LoadError> {
@@ -254,16 +265,17 @@ impl AudioCache {
     /// Download into a `.part` file, then rename it into place; the body and the file's name.
     async fn download(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         url: &str,
         hash: &str,
     ) -> Result<(Vec<u8>, String), LoadError> {
         let max = self.limits.max_file_bytes;
         let mut response = http
-            .get(url)
+            .request(reqwest::Method::GET, url)
+            .map_err(|e| LoadError::Refused(e.to_string()))?
             .send()
             .await
-            .map_err(|e| LoadError::Http(e.without_url().to_string()))?;
+            .map_err(request_error)?;
         if !response.status().is_success() {
             return Err(LoadError::Status(response.status().as_u16()));
         }
@@ -283,11 +295,7 @@ impl AudioCache {
         .await
         .map_err(io)?;
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| LoadError::Http(e.without_url().to_string()))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
             if (body.len() + chunk.len()) as u64 > max {
                 return Err(LoadError::TooLarge(max));
             }
@@ -499,6 +507,14 @@ impl<V> Lru<V> {
             },
         );
         gone
+    }
+}
+
+/// A request error: the URL guard's refusal (a name or a redirect), or what reqwest says.
+fn request_error(e: reqwest::Error) -> LoadError {
+    match url_guard::refusal(&e) {
+        Some(refused) => LoadError::Refused(refused),
+        None => LoadError::Http(e.without_url().to_string()),
     }
 }
 
@@ -738,13 +754,67 @@ mod tests {
         dir
     }
 
-    /// One client for every test (as the runtime has one).
-    fn client() -> &'static reqwest::Client {
-        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    /// One client for every test (as the runtime has one), allowed to reach the loopback
+    /// test server.
+    fn client() -> &'static HttpClient {
+        static CLIENT: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
         CLIENT.get_or_init(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder().build().unwrap()
+            HttpClient::build(
+                url_guard::UrlPolicy {
+                    allow_private: true,
+                },
+                reqwest::Client::builder(),
+            )
+            .unwrap()
         })
+    }
+
+    /// A client with the default policy: private targets refused.
+    fn guarded_client() -> HttpClient {
+        HttpClient::build(url_guard::UrlPolicy::default(), reqwest::Client::builder()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_guarded_client_refuses_loopback_urls_even_when_cached() {
+        let server = serve().await;
+        let dir = temp_dir();
+        let url = format!("{}/wav/100", server.base);
+        let audio = cache(&dir, Limits::default()).await;
+        let guarded = guarded_client();
+        let err = audio.load(&guarded, &url).await.unwrap_err();
+        assert!(matches!(err, LoadError::Refused(_)), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "refused: 127.0.0.1 is a loopback address; start voxflow with --allow-private-urls"
+            ),
+            "{err}"
+        );
+        let by_name = url.replace("127.0.0.1", "localhost");
+        assert!(matches!(
+            audio.load(&guarded, &by_name).await,
+            Err(LoadError::Refused(_))
+        ));
+        assert_eq!(requests(&server), 0, "no request was made");
+        // Downloaded while allowed: still refused to a guarded client.
+        audio.load(client(), &url).await.unwrap();
+        assert!(matches!(
+            audio.load(&guarded, &url).await,
+            Err(LoadError::Refused(_))
+        ));
+        assert_eq!(requests(&server), 1);
+        // Local files are not URLs: the guard does not apply.
+        let file = dir.join("local.wav");
+        std::fs::write(&file, wav(20)).unwrap();
+        assert_eq!(
+            audio
+                .load(&guarded, &file.display().to_string())
+                .await
+                .unwrap()
+                .len(),
+            160
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     async fn cache(dir: &Path, limits: Limits) -> AudioCache {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::endpoint::{ALLOW, CallKey, Command, EndpointHandle};
 use crate::media_engine::{EngineEvent, MediaHandle, RtpPorts};
+use crate::metrics::{Direction, WebhookOutcome};
 use crate::recording::{self, Recorder, RecordingEnd, RecordingSpec};
 use crate::{Shared, audio, flow_io, now, outbound};
 
@@ -310,6 +311,8 @@ async fn run(incoming: Incoming) {
     if !call.setup().await {
         return;
     }
+    let shared = call.shared.clone();
+    let _active = shared.metrics.call_started(Direction::Incoming);
     let call_id = call.record.as_ref().map(|r| r.id);
     let (live_tx, inbox) = live_inbox(inbox);
     if let Some(id) = call_id {
@@ -384,6 +387,8 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
             let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
             let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
             let limits = shared.flow_limits;
+            let counted = shared.clone();
+            let _active = counted.metrics.call_started(Direction::Outgoing);
             let local_sdp = Some(String::from_utf8_lossy(&invite.body).into_owned());
             let call_id = record.id;
             let mut call = Call {
@@ -833,6 +838,7 @@ impl Call {
             record.hangup_reason = reason.into();
             record.hangup_by = by.into();
             record.tm_hangup = Some(store::utc_now());
+            self.shared.metrics.call_ended(&record.direction, reason);
             tracing::info!(reason, by, "call ended");
         }
         self.save().await;
@@ -1879,15 +1885,23 @@ impl Call {
                 } => {
                     let http = self.shared.http.clone();
                     let tasks = self.links.tasks.clone();
+                    let shared = self.shared.clone();
                     tokio::spawn(async move {
                         let result =
                             flow_io::send_webhook(&http, method, &uri, &content_type, body).await;
                         match result {
                             Ok(status) if (200..300).contains(&status) => {
+                                shared.metrics.webhook(WebhookOutcome::Delivered);
                                 tracing::info!(%uri, status, "webhook_send delivered");
                             }
-                            Ok(status) => tracing::warn!(%uri, status, "webhook_send refused"),
-                            Err(error) => tracing::warn!(%uri, %error, "webhook_send failed"),
+                            Ok(status) => {
+                                shared.metrics.webhook(WebhookOutcome::Refused);
+                                tracing::warn!(%uri, status, "webhook_send refused");
+                            }
+                            Err(error) => {
+                                shared.metrics.webhook(WebhookOutcome::Failed);
+                                tracing::warn!(%uri, %error, "webhook_send failed");
+                            }
                         }
                         if wait {
                             let _ = tasks.send(Task::Flow(FlowInput::WebhookDone { request_id }));
@@ -2234,6 +2248,10 @@ impl Call {
             while interp.poll_command().is_some() {}
         }
         self.links.activeflow_closed = true;
+        if let Some(interp) = &self.interp {
+            let metrics = &self.shared.metrics;
+            metrics.flow_run_closed(interp.end_reason(), interp.execute_count());
+        }
         self.save_activeflow().await;
     }
 

@@ -1,12 +1,15 @@
 //! The HTTP and store side of flow actions: `webhook_send`, `fetch` and `fetch_flow`. Each runs
 //! off the call's task and reports back with a flow input; nothing here can hang a call (every
-//! request has a timeout and a size cap).
+//! request has a timeout and a size cap). Every URL passes the outbound URL guard first
+//! ([`url_guard`]).
 
 use std::time::Duration;
 
 use flow::HttpMethod;
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::url_guard::{self, HttpClient};
 
 /// Timeout of one `webhook_send` or `fetch` request, connection included.
 pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,13 +29,16 @@ fn method(m: HttpMethod) -> reqwest::Method {
 
 /// `webhook_send`: one request; the HTTP status, or why there was none. A GET carries no body.
 pub(crate) async fn send_webhook(
-    http: &reqwest::Client,
+    http: &HttpClient,
     m: HttpMethod,
     uri: &str,
     content_type: &str,
     body: String,
 ) -> Result<u16, String> {
-    let mut request = http.request(method(m), uri).timeout(HTTP_TIMEOUT);
+    let mut request = http
+        .request(method(m), uri)
+        .map_err(|e| e.to_string())?
+        .timeout(HTTP_TIMEOUT);
     if m != HttpMethod::Get {
         request = request.header("Content-Type", content_type).body(body);
     }
@@ -44,7 +50,7 @@ pub(crate) async fn send_webhook(
 /// read the actions: HTTP 200 with a JSON array of actions, or an object with an `actions`
 /// array. Actions without ids get fresh ones.
 pub(crate) async fn fetch_actions(
-    http: &reqwest::Client,
+    http: &HttpClient,
     m: HttpMethod,
     url: &str,
     activeflow_id: Uuid,
@@ -56,12 +62,15 @@ pub(crate) async fn fetch_actions(
         let separator = if url.contains('?') { '&' } else { '?' };
         let with_query =
             format!("{url}{separator}activeflow_id={activeflow}&reference_id={reference}");
-        http.request(method(m), with_query)
+        http.request(method(m), &with_query)
+            .map_err(|e| e.to_string())?
     } else {
-        http.request(method(m), url).json(&serde_json::json!({
-            "activeflow_id": activeflow,
-            "reference_id": reference,
-        }))
+        http.request(method(m), url)
+            .map_err(|e| e.to_string())?
+            .json(&serde_json::json!({
+                "activeflow_id": activeflow,
+                "reference_id": reference,
+            }))
     };
     request = request.timeout(HTTP_TIMEOUT);
     let mut response = request.send().await.map_err(describe)?;
@@ -112,9 +121,11 @@ fn actions_of(value: Value) -> Option<Value> {
     Some(actions)
 }
 
-/// A request error as a sentence (timeouts named as such).
+/// A request error as a sentence (timeouts and the URL guard's refusals named as such).
 fn describe(e: reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(refused) = url_guard::refusal(&e) {
+        refused
+    } else if e.is_timeout() {
         format!("timed out after {} s", HTTP_TIMEOUT.as_secs())
     } else if e.is_connect() {
         format!("could not connect: {e}")
@@ -127,6 +138,9 @@ fn describe(e: reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     #[test]
     fn actions_are_taken_from_arrays_or_an_actions_field_and_given_ids() {
         let a = actions_of(serde_json::json!([{"type": "answer"}])).unwrap();
@@ -136,5 +150,78 @@ mod tests {
         assert_eq!(b[0]["id"], "x");
         assert!(actions_of(serde_json::json!({"actions": 3})).is_none());
         assert!(actions_of(serde_json::json!("hello")).is_none());
+    }
+
+    /// A loopback server answering every request with an action array, counting them.
+    async fn serve() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(serde_json::json!([{"type": "hangup"}])) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("127.0.0.1:{port}"), hits)
+    }
+
+    fn client(allow_private: bool) -> HttpClient {
+        HttpClient::build(
+            url_guard::UrlPolicy { allow_private },
+            reqwest::Client::builder(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fetch_and_webhooks_to_private_targets_are_refused_unless_allowed() {
+        let (addr, hits) = serve().await;
+        let port = addr.rsplit(':').next().unwrap();
+        let id = Uuid::new_v4();
+        let guarded = client(false);
+        for url in [
+            format!("http://{addr}/flow"),
+            format!("http://localhost:{port}/flow"),
+            format!("http://[::ffff:127.0.0.1]:{port}/flow"),
+        ] {
+            for m in [HttpMethod::Get, HttpMethod::Post] {
+                let err = fetch_actions(&guarded, m, &url, id, None)
+                    .await
+                    .unwrap_err();
+                assert!(err.starts_with("refused: "), "{url}: {err}");
+                assert!(err.contains("--allow-private-urls"), "{err}");
+                let err = send_webhook(&guarded, m, &url, "text/plain", "x".into())
+                    .await
+                    .unwrap_err();
+                assert!(err.starts_with("refused: "), "{url}: {err}");
+            }
+        }
+        assert_eq!(
+            send_webhook(
+                &guarded,
+                HttpMethod::Post,
+                "http://127.0.0.1:9/",
+                "text/plain",
+                String::new()
+            )
+            .await
+            .unwrap_err(),
+            "refused: 127.0.0.1 is a loopback address; start voxflow with --allow-private-urls to \
+             allow private and loopback targets"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the server");
+
+        let allowed = client(true);
+        let url = format!("http://{addr}/flow");
+        let actions = fetch_actions(&allowed, HttpMethod::Get, &url, id, None)
+            .await
+            .unwrap();
+        assert_eq!(actions[0]["type"], "hangup");
+        assert_eq!(
+            send_webhook(&allowed, HttpMethod::Post, &url, "text/plain", "x".into()).await,
+            Ok(200)
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 }

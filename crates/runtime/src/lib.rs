@@ -21,13 +21,16 @@ mod endpoint;
 mod flow_io;
 mod maintenance;
 mod media_engine;
+mod metrics;
 mod outbound;
 mod recording;
 mod registrar;
 mod trunk_registration;
+mod url_guard;
 
 pub use allow_list::{allows as ip_allowed, parse_cidr};
 pub use digest::device_ha1;
+pub use metrics::Health;
 pub use outbound::{Address, Originate, OriginateError};
 pub use trunk_registration::TrunkRegistration;
 
@@ -70,6 +73,10 @@ pub struct Config {
     /// A call whose peer sends no RTP (nor RTCP) for this long while it should is hung up with
     /// reason `rtp_timeout`; zero never does. Calls on hold are exempt.
     pub rtp_timeout: Duration,
+    /// Let `play`, `fetch` and `webhook_send` reach private, loopback, link-local and other
+    /// non-public addresses (`--allow-private-urls`). Off by default: those targets are refused
+    /// (the outbound URL guard, see docs/configuration.md).
+    pub allow_private_urls: bool,
 }
 
 /// Which inbound INVITEs are taken.
@@ -88,7 +95,7 @@ impl Config {
     /// Defaults for everything but where to listen for SIP and where to keep data: RTP on
     /// 20000-29999, a media worker per core, realm `voxflow`, MD5 then SHA-256 challenges,
     /// keep-alives every 30 s, the default flow limits, 512 MiB of downloaded audio, a 60 s RTP
-    /// timeout.
+    /// timeout, private URL targets refused.
     #[must_use]
     pub fn new(sip_listen: SocketAddr, data_dir: PathBuf) -> Config {
         Config {
@@ -105,6 +112,7 @@ impl Config {
             outbound_proxy: None,
             audio_cache_max_bytes: audio_cache::DEFAULT_MAX_TOTAL_BYTES,
             rtp_timeout: Duration::from_secs(60),
+            allow_private_urls: false,
         }
     }
 }
@@ -174,7 +182,8 @@ pub(crate) struct Shared {
     pub(crate) events: tokio::sync::broadcast::Sender<CallUpdate>,
     pub(crate) media: media_engine::MediaEngine,
     pub(crate) tts: Arc<dyn speech::TtsEngine>,
-    pub(crate) http: reqwest::Client,
+    /// The HTTP client of `play`, `fetch` and `webhook_send`, with the outbound URL guard.
+    pub(crate) http: url_guard::HttpClient,
     /// Audio for `play`: downloads on disk, decoded PCM in memory.
     pub(crate) audio_cache: audio_cache::AudioCache,
     /// DNS for trunk hosts (RFC 3263); `None` when the system has no resolver configuration.
@@ -200,6 +209,8 @@ pub(crate) struct Shared {
     pub(crate) data_dir: std::path::PathBuf,
     /// `Config::rtp_timeout` in ms (0: none).
     pub(crate) rtp_timeout_ms: u32,
+    /// Counters for `/metrics` (media's live in `media`).
+    pub(crate) metrics: metrics::Metrics,
 }
 
 impl Shared {
@@ -332,10 +343,13 @@ impl Runtime {
             })?;
         // reqwest's rustls uses the process-wide crypto provider (ring; see ADR 0002).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| StartError::Http(e.to_string()))?;
+        let http = url_guard::HttpClient::build(
+            url_guard::UrlPolicy {
+                allow_private: config.allow_private_urls,
+            },
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)),
+        )
+        .map_err(|e| StartError::Http(e.to_string()))?;
         let tts: Arc<dyn speech::TtsEngine> =
             Arc::new(speech::Espeak::new(config.data_dir.join("cache")));
         let audio_cache = audio_cache::AudioCache::open(
@@ -380,6 +394,7 @@ impl Runtime {
             advertise_ip: config.advertise_ip,
             data_dir: config.data_dir.clone(),
             rtp_timeout_ms: config.rtp_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            metrics: metrics::Metrics::new(),
         });
         let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
             .await

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use media::{MediaEvent, MediaSession};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::metrics::{FLUSH_EVERY_TICKS, MediaCounters, RtpAccount, RtpCounts};
 use crate::recording::{Recorder, RecordingEnd};
 
 /// How often every session is serviced: one G.711 packet of 20 ms.
@@ -178,6 +179,8 @@ pub(crate) struct MediaEngine {
     next_worker: AtomicUsize,
     next_key: AtomicU64,
     ports: PortAllocator,
+    /// What the workers count (RTP packets, late ticks, liveness).
+    counters: Arc<MediaCounters>,
 }
 
 impl MediaEngine {
@@ -189,11 +192,13 @@ impl MediaEngine {
         high: u16,
     ) -> std::io::Result<Self> {
         let mut senders = Vec::new();
+        let counters = Arc::new(MediaCounters::new(workers.max(1)));
         for n in 0..workers.max(1) {
             let (tx, rx) = mpsc::channel();
+            let worker_counters = counters.clone();
             thread::Builder::new()
                 .name(format!("media-{n}"))
-                .spawn(move || run_worker(&rx))?;
+                .spawn(move || run_worker(&rx, &worker_counters, n))?;
             senders.push(tx);
         }
         Ok(MediaEngine {
@@ -201,7 +206,13 @@ impl MediaEngine {
             next_worker: AtomicUsize::new(0),
             next_key: AtomicU64::new(1),
             ports: PortAllocator::new(bind_ip, low, high),
+            counters,
         })
+    }
+
+    /// What the workers count.
+    pub(crate) fn counters(&self) -> &MediaCounters {
+        &self.counters
     }
 
     /// Bind a fresh RTP socket (even port) from the range, and RTCP on the next port.
@@ -401,6 +412,8 @@ struct Slot {
     external: Option<Box<ExternalMedia>>,
     /// Answering-machine detection running, with the id to report.
     amd: Option<(u64, Box<media::amd::AmdDetector>)>,
+    /// The session's RTP counts already published to the metrics.
+    rtp: RtpAccount,
 }
 
 impl Slot {
@@ -414,7 +427,7 @@ impl Slot {
     }
 }
 
-fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
+fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters, index: usize) {
     let mut sessions: HashMap<u64, Slot> = HashMap::new();
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
@@ -425,31 +438,40 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
         let ntp = ntp_now();
         loop {
             match commands.try_recv() {
-                Ok(cmd) => apply(&mut sessions, cmd),
+                Ok(cmd) => apply(&mut sessions, cmd, counters),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
         let rtcp_turn = tick % RTCP_READ_EVERY;
         let mut any_bridge = false;
+        let flush = tick.is_multiple_of(FLUSH_EVERY_TICKS);
+        let mut counts = RtpCounts::default();
         for (key, slot) in &mut sessions {
             let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
             any_bridge |= slot.bridged_with.is_some();
+            if flush {
+                counts += slot.rtp.take_delta(&slot.session);
+            }
+        }
+        if flush {
+            counters.add(&counts);
         }
         if any_bridge {
             exchange_bridged(&mut sessions);
         }
         deadline += TICK;
         let now = Instant::now();
+        counters.tick(index, now, sessions.len());
         if let Some(wait) = deadline.checked_duration_since(now) {
             // Block on the command channel until the next tick: a new call is attached at once.
             match commands.recv_timeout(wait) {
                 Ok(cmd) => {
-                    apply(&mut sessions, cmd);
+                    apply(&mut sessions, cmd, counters);
                     // Drain the rest and sleep out the tick.
                     while let Ok(cmd) = commands.try_recv() {
-                        apply(&mut sessions, cmd);
+                        apply(&mut sessions, cmd, counters);
                     }
                     if let Some(rest) = deadline.checked_duration_since(Instant::now()) {
                         thread::sleep(rest);
@@ -459,16 +481,19 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>) {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         } else if now.duration_since(deadline) > MAX_LAG {
+            counters.late_tick(true);
             tracing::warn!(
                 lag_ms = now.duration_since(deadline).as_millis() as u64,
                 "media worker behind; re-anchoring"
             );
             deadline = now;
+        } else {
+            counters.late_tick(false);
         }
     }
 }
 
-fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
+fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &MediaCounters) {
     match cmd {
         WorkerCommand::Attach {
             key,
@@ -487,6 +512,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
                     forward_dtmf: String::new(),
                     external: None,
                     amd: None,
+                    rtp: RtpAccount::default(),
                 },
             );
         }
@@ -560,6 +586,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand) {
         }
         WorkerCommand::Detach { key } => {
             if let Some(mut slot) = sessions.remove(&key) {
+                counters.add(&slot.rtp.take_delta(&slot.session));
                 slot.end_recording(RecordingEnd::Hangup);
                 if let Some(other) = slot.bridged_with {
                     unbridge_one(sessions, other);

@@ -94,6 +94,11 @@ struct Serve {
     /// up with reason `rtp_timeout` (0 never).
     #[arg(long, env = "VOXFLOW_RTP_TIMEOUT", default_value_t = 60)]
     rtp_timeout: u64,
+    /// Let `play`, `fetch` and `webhook_send` reach private, loopback, link-local and other
+    /// non-public addresses (refused by default: the outbound URL guard). Only for trusted flow
+    /// authors or a test bench.
+    #[arg(long, env = "VOXFLOW_ALLOW_PRIVATE_URLS", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_private_urls: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `voxflow_runtime=debug`.
     #[arg(long, env = "VOXFLOW_LOG", default_value = "info")]
     log: String,
@@ -598,6 +603,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
             audio_cache_max_bytes: args.audio_cache_mb.saturating_mul(1024 * 1024),
             rtp_timeout: Duration::from_secs(args.rtp_timeout),
+            allow_private_urls: args.allow_private_urls,
             outbound_proxy: args.sip_outbound_proxy.clone(),
             inbound_policy: if args.sip_inbound == "restricted" {
                 runtime::InboundPolicy::Restricted

@@ -43,6 +43,8 @@ pub async fn rig_with(rtp_base: u16, tweak: impl FnOnce(&mut runtime::Config)) -
         rtp_ports: (rtp_base, rtp_base + 40),
         media_workers: 1,
         keepalive_interval: std::time::Duration::from_millis(200),
+        // The tests' HTTP servers (prompts, fetch, webhooks) are on loopback.
+        allow_private_urls: true,
         ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone())
     };
     tweak(&mut config);
