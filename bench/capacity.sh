@@ -195,6 +195,7 @@ start_server() { # $1: step; sets server_pid and SERVER_PID
   taskset -c "$SERVER_CPU" "$bin" serve --http-listen "127.0.0.1:$HTTP" --sip-listen "127.0.0.1:$SIP" \
     --rtp-ports "$RTP_LOW-$RTP_HIGH" --data-dir "$data" --bootstrap-token bench \
     --media-workers "$MEDIA_WORKERS" --max-flow-executions 1000 --log "$SERVER_LOG" --allow-private-urls \
+    --media-dir "$work/media" \
     > "$work/server-$1.out" 2> "$work/server-$1.err" &
   server_pid=$!
   SERVER_PID=$server_pid

@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 use crate::url_guard::{self, HttpClient};
 
 /// Bounds of the cache and of each fetch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// Largest audio file downloaded or read.
     pub(crate) max_file_bytes: u64,
@@ -36,6 +36,8 @@ pub(crate) struct Limits {
     pub(crate) max_pcm_samples: u64,
     /// Bound on one download, from the request to the last byte of the body.
     pub(crate) fetch_timeout: Duration,
+    /// Directories local files (absolute paths, `file://`) must be in; `None`: anywhere (tests).
+    pub(crate) local_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for Limits {
@@ -47,6 +49,7 @@ impl Default for Limits {
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
             max_pcm_samples: 32 * 1024 * 1024,
             fetch_timeout: Duration::from_secs(15),
+            local_roots: None,
         }
     }
 }
@@ -145,7 +148,7 @@ impl AudioCache {
         http: &HttpClient,
         source: &str,
     ) -> Result<Arc<[i16]>, LoadError> {
-        let origin = Origin::parse(source, self.limits.max_file_bytes).await?;
+        let origin = Origin::parse(source, &self.limits).await?;
         if let Origin::Url { url, .. } = &origin {
             http.policy()
                 .check(url)
@@ -342,7 +345,8 @@ enum Origin {
 }
 
 impl Origin {
-    async fn parse(source: &str, max_bytes: u64) -> Result<Origin, LoadError> {
+    async fn parse(source: &str, limits: &Limits) -> Result<Origin, LoadError> {
+        let max_bytes = limits.max_file_bytes;
         if source.starts_with("http://") || source.starts_with("https://") {
             return Ok(Origin::Url {
                 url: source.to_owned(),
@@ -352,6 +356,23 @@ impl Origin {
         let path = source.strip_prefix("file://").unwrap_or(source);
         if !path.starts_with('/') {
             return Err(LoadError::BadSource);
+        }
+        if let Some(roots) = &limits.local_roots {
+            // Symlinks and `..` resolved first, so the file really is under a media directory.
+            let inside = match tokio::fs::canonicalize(path).await {
+                Ok(real) => roots.iter().any(|root| real.starts_with(root)),
+                Err(_) => false,
+            };
+            if !inside {
+                return Err(LoadError::Refused(format!(
+                    "refused: {path} is not in a media directory ({}); add one with --media-dir",
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
         }
         let meta = tokio::fs::metadata(path)
             .await
@@ -899,7 +920,7 @@ mod tests {
             max_pcm_samples: 0,
             ..Limits::default()
         };
-        let cache = cache(&dir, limits).await;
+        let cache = cache(&dir, limits.clone()).await;
         // Four distinct URLs of equal size (the query makes them distinct).
         let urls: Vec<String> = (0..4)
             .map(|n| format!("{}/wav/100?n={n}", server.base))
@@ -1036,6 +1057,40 @@ mod tests {
         let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();
         assert!(peak > 10_000, "{peak}");
         assert_eq!(files(&dir), [format!("{}.mp3", url_hash(&url))]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn local_files_outside_the_media_directories_are_refused() {
+        let dir = temp_dir();
+        let media = dir.join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        let limits = Limits {
+            local_roots: Some(vec![std::fs::canonicalize(&media).unwrap()]),
+            ..Limits::default()
+        };
+        let cache = cache(&dir, limits).await;
+        let inside = media.join("ok.wav");
+        std::fs::write(&inside, wav(100)).unwrap();
+        let outside = dir.join("secret.wav");
+        std::fs::write(&outside, wav(100)).unwrap();
+        assert!(cache.load(client(), inside.to_str().unwrap()).await.is_ok());
+        // Outside, through `..`, through a symlink, or not there at all: refused alike.
+        let dotdot = format!("{}/../secret.wav", media.display());
+        let link = media.join("link.wav");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        for source in [
+            outside.display().to_string(),
+            format!("file://{}", outside.display()),
+            dotdot,
+            link.display().to_string(),
+            "/etc/passwd".to_owned(),
+            "/nonexistent/x.wav".to_owned(),
+        ] {
+            let err = cache.load(client(), &source).await.unwrap_err();
+            assert!(matches!(err, LoadError::Refused(_)), "{source}: {err}");
+            assert!(err.to_string().contains("--media-dir"), "{err}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

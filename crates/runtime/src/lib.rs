@@ -70,6 +70,9 @@ pub struct Config {
     /// Most bytes of downloaded audio (`play` URLs) kept under `data_dir/cache/audio`; the
     /// least recently used files go first. 0 keeps none.
     pub audio_cache_max_bytes: u64,
+    /// Directories `play` may read local files from (absolute paths, `file://`), besides
+    /// `DATA_DIR/media`; files elsewhere are refused.
+    pub media_dirs: Vec<PathBuf>,
     /// A call whose peer sends no RTP (nor RTCP) for this long while it should is hung up with
     /// reason `rtp_timeout`; zero never does. Calls on hold are exempt.
     pub rtp_timeout: Duration,
@@ -111,6 +114,7 @@ impl Config {
             inbound_policy: InboundPolicy::Open,
             outbound_proxy: None,
             audio_cache_max_bytes: audio_cache::DEFAULT_MAX_TOTAL_BYTES,
+            media_dirs: Vec::new(),
             rtp_timeout: Duration::from_secs(60),
             allow_private_urls: false,
         }
@@ -173,6 +177,25 @@ impl LiveCalls {
     fn send(&self, id: uuid::Uuid, input: call::CallInput) -> bool {
         self.lock().get(&id).is_some_and(|s| s.send(input).is_ok())
     }
+}
+
+/// The directories `play` may read local files from: `DATA_DIR/media` (created) and
+/// `Config::media_dirs`, as canonical paths (a directory that does not exist is left out).
+async fn media_roots(config: &Config) -> Vec<PathBuf> {
+    let own = config.data_dir.join("media");
+    if let Err(e) = tokio::fs::create_dir_all(&own).await {
+        tracing::warn!(dir = %own.display(), error = %e, "cannot create the media directory");
+    }
+    let mut roots = Vec::new();
+    for dir in std::iter::once(&own).chain(&config.media_dirs) {
+        match tokio::fs::canonicalize(dir).await {
+            Ok(real) => roots.push(real),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "media directory not usable")
+            }
+        }
+    }
+    roots
 }
 
 /// What every task of the runtime shares (read-only).
@@ -356,6 +379,7 @@ impl Runtime {
             config.data_dir.join("cache").join("audio"),
             audio_cache::Limits {
                 max_total_bytes: config.audio_cache_max_bytes,
+                local_roots: Some(media_roots(&config).await),
                 ..audio_cache::Limits::default()
             },
         )

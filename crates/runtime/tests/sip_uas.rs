@@ -324,7 +324,8 @@ async fn serve_http(body: Vec<u8>) -> SocketAddr {
 async fn uas_play_streams_local_and_http_wav_over_rtp_then_hangs_up() {
     let rig = rig(41350).await;
     // 500 ms of 1 kHz from a local file (at 16 kHz: resampled) and 500 ms of 500 Hz over HTTP.
-    let file = rig.dir.0.join("tone.wav");
+    // Local files are read from the data directory's `media` folder (or a --media-dir).
+    let file = rig.dir.0.join("media").join("tone.wav");
     std::fs::write(&file, tone_wav(1000.0, 500, 16000)).unwrap();
     let http = serve_http(tone_wav(500.0, 500, 8000)).await;
     rig.bind(

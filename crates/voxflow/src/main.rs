@@ -90,6 +90,11 @@ struct Serve {
     /// recently used evicted first (0 keeps none).
     #[arg(long, env = "VOXFLOW_AUDIO_CACHE_MB", default_value_t = 512)]
     audio_cache_mb: u64,
+    /// Directory `play` may read local files from (absolute paths, `file://`), besides
+    /// DATA_DIR/media; repeat it (or separate with commas in the environment) for several.
+    /// Files anywhere else are refused.
+    #[arg(long = "media-dir", env = "VOXFLOW_MEDIA_DIRS", value_delimiter = ',')]
+    media_dirs: Vec<PathBuf>,
     /// Seconds without RTP (or RTCP) from a caller, not on hold, after which the call is hung
     /// up with reason `rtp_timeout` (0 never).
     #[arg(long, env = "VOXFLOW_RTP_TIMEOUT", default_value_t = 60)]
@@ -602,6 +607,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             digest_algorithms: args.sip_digest.0.clone(),
             keepalive_interval: Duration::from_secs(args.sip_keepalive.max(1)),
             audio_cache_max_bytes: args.audio_cache_mb.saturating_mul(1024 * 1024),
+            media_dirs: args.media_dirs.clone(),
             rtp_timeout: Duration::from_secs(args.rtp_timeout),
             allow_private_urls: args.allow_private_urls,
             outbound_proxy: args.sip_outbound_proxy.clone(),
