@@ -50,29 +50,33 @@ pub(crate) fn validated_actions(actions: Option<Value>) -> Result<Value, ApiErro
     };
     flow::assign_ids(&mut actions, || Uuid::new_v4().to_string());
     if let Err(diagnostics) = flow::compile(&actions) {
-        let errors: Vec<FieldError> = diagnostics
-            .into_iter()
-            .filter(|d| d.severity == flow::Severity::Error)
-            .map(|d| FieldError {
-                path: d.path,
-                message: d.message,
-            })
-            .collect();
-        let message = match errors.first() {
-            Some(first) if errors.len() == 1 => {
-                format!("invalid flow: {}: {}", first.path, first.message)
-            }
-            Some(first) => format!(
-                "invalid flow: {}: {} (and {} more)",
-                first.path,
-                first.message,
-                errors.len() - 1
-            ),
-            None => "invalid flow".to_owned(),
-        };
-        return Err(ApiError::BadRequest { message, errors });
+        return Err(flow_errors("invalid flow", diagnostics));
     }
     Ok(actions)
+}
+
+/// The errors among `diagnostics` as a 400 that lists every problem with its path; the message
+/// starts with `what` and names the first.
+pub(crate) fn flow_errors(what: &str, diagnostics: Vec<flow::Diagnostic>) -> ApiError {
+    let errors: Vec<FieldError> = diagnostics
+        .into_iter()
+        .filter(|d| d.severity == flow::Severity::Error)
+        .map(|d| FieldError {
+            path: d.path,
+            message: d.message,
+        })
+        .collect();
+    let message = match errors.first() {
+        Some(first) if errors.len() == 1 => format!("{what}: {}: {}", first.path, first.message),
+        Some(first) => format!(
+            "{what}: {}: {} (and {} more)",
+            first.path,
+            first.message,
+            errors.len() - 1
+        ),
+        None => what.to_owned(),
+    };
+    ApiError::BadRequest { message, errors }
 }
 
 pub(crate) async fn create(

@@ -16,7 +16,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::error::FieldError;
 use crate::json::path_id;
 use crate::{ApiError, AppState};
 
@@ -62,22 +61,7 @@ pub(crate) async fn simulate(
 /// A stored flow that no longer compiles (validated by an older version): a 400 that lists
 /// every problem with its path, as on create.
 fn stored_flow_invalid(diagnostics: Vec<flow::Diagnostic>) -> ApiError {
-    let errors: Vec<FieldError> = diagnostics
-        .into_iter()
-        .filter(|d| d.severity == flow::Severity::Error)
-        .map(|d| FieldError {
-            path: d.path,
-            message: d.message,
-        })
-        .collect();
-    let message = match errors.first() {
-        Some(first) => format!(
-            "the stored flow does not compile: {}: {}",
-            first.path, first.message
-        ),
-        None => "the stored flow does not compile".to_owned(),
-    };
-    ApiError::BadRequest { message, errors }
+    crate::flows::flow_errors("the stored flow does not compile", diagnostics)
 }
 
 /// The literal (not templated) flow ids the `fetch_flow` and `call` actions of `actions` name,
