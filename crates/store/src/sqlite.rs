@@ -172,6 +172,24 @@ impl SqliteStore {
             .collect()
     }
 
+    /// End the rows a crash left live: `sql` sets the end reason, the end and the update time
+    /// (three `?`) where the status says live. Returns how many.
+    async fn close_live(
+        &self,
+        sql: &'static str,
+        reason: &str,
+        now: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql)
+            .bind(reason)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
     /// Delete one record of `account` (`scoped_sql!(delete ..)`); false when there was none.
     async fn delete(&self, sql: &'static str, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
         let done = sqlx::query(sql)
@@ -887,17 +905,13 @@ impl Store for SqliteStore {
     }
 
     async fn close_live_recordings(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        self.close_live(
             "UPDATE recordings SET status = 'failed', end_reason = ?, tm_end = ?, tm_update = ? \
              WHERE status = 'recording'",
+            reason,
+            now,
         )
-        .bind(reason)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected())
     }
 
     async fn save_activeflow(&self, a: &ActiveflowRecord) -> Result<(), StoreError> {
@@ -959,17 +973,13 @@ impl Store for SqliteStore {
     }
 
     async fn close_live_activeflows(&self, reason: &str, now: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        self.close_live(
             "UPDATE activeflows SET status = 'ended', end_reason = ?, tm_end = ?, tm_update = ? \
              WHERE status = 'running'",
+            reason,
+            now,
         )
-        .bind(reason)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected())
     }
 }
 
