@@ -268,13 +268,7 @@ def run_callee(args) -> dict:
         if (play_path and play_started is None and confirmed is not None and not hangup_sent
                 and holders["media"] is not None and now - confirmed >= args.play_at):
             play_started = round(now - confirmed, 3)
-            try:
-                # Only holders keeps it: it must be gone before libDestroy.
-                holders["player"] = pj.AudioMediaPlayer()
-                holders["player"].createPlayer(play_path, pj.PJMEDIA_FILE_NO_LOOP)
-                holders["player"].startTransmit(holders["media"])
-            except pj.Error as e:
-                error = f"play {play_path}: {e.info()}"
+            error = pjcommon.start_player(holders, play_path) or error
 
     # Teardown: pump a little so the ACK of a rejection or the 200 to a BYE is absorbed, drop
     # the player and the recorder (flushes the WAV header), then stop.

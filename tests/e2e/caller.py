@@ -182,13 +182,7 @@ def run_call(args, schedule: list[tuple[float, str]]) -> dict:
         if (play_path and play_started is None and confirmed is not None and not hangup_sent
                 and holders["media"] is not None and now - confirmed >= args.play_at):
             play_started = round(now - confirmed, 3)
-            try:
-                # Only holders keeps it: it must be gone before libDestroy.
-                holders["player"] = pj.AudioMediaPlayer()
-                holders["player"].createPlayer(play_path, pj.PJMEDIA_FILE_NO_LOOP)
-                holders["player"].startTransmit(holders["media"])
-            except pj.Error as e:
-                error = f"play {play_path}: {e.info()}"
+            error = pjcommon.start_player(holders, play_path) or error
         while pending and confirmed is not None and not hangup_sent and now - confirmed >= pending[0][0]:
             _, digits = pending.pop(0)
             prm = pj.CallSendDtmfParam()

@@ -140,3 +140,17 @@ def call_outcome(state: dict) -> tuple[str | None, float]:
         end = state["disconnected_at"] or time.monotonic()
         duration = round(end - state["confirmed_at"], 3)
     return hung_up_by, duration
+
+
+def start_player(holders: dict, path: str) -> str | None:
+    """Play the WAV at `path` once into the call's audio (`holders["media"]`). The player is kept
+    only in `holders["player"]`: it must be gone before libDestroy. An error sentence, or None."""
+    import pjsua2 as pj
+
+    try:
+        holders["player"] = pj.AudioMediaPlayer()
+        holders["player"].createPlayer(path, pj.PJMEDIA_FILE_NO_LOOP)
+        holders["player"].startTransmit(holders["media"])
+    except pj.Error as e:
+        return f"play {path}: {e.info()}"
+    return None
