@@ -72,7 +72,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
 import wave
 from dataclasses import dataclass
@@ -1288,29 +1287,7 @@ def run(rep, ctx: Context) -> None:
             ("on-complete", on_complete_case, (phrases,)),
             ("early", early_case, (rec,)),
         ]
-        collected: list[tuple[str, Collect]] = []
-        threads = []
-        for name, fn, extra in cases:
-            col = Collect()
-            collected.append((name, col))
-
-            def body(fn=fn, col=col, extra=extra, name=name):
-                try:
-                    fn(col, ctx, *extra)
-                except Exception:  # noqa: BLE001 (a harness crash fails the case)
-                    col.check(f"flows {name}", False, traceback.format_exc())
-
-            t = threading.Thread(target=body, name=f"flows-{name}", daemon=True)
-            t.start()
-            threads.append(t)
-        deadline = time.monotonic() + CASE_DEADLINE_S
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        for (name, col), t in zip(collected, threads):
-            col.replay(rep)
-            if t.is_alive():
-                rep.check(f"flows {name}: finishes within {CASE_DEADLINE_S} s", False,
-                          "still running")
+        media_cases.run_parallel(rep, "flows", cases, ctx, CASE_DEADLINE_S)
     finally:
         rec.close()
         log(f"flows group took {time.monotonic() - started:.0f}s")

@@ -120,6 +120,35 @@ class Collect:
                 rep.xfail(name, ok, detail, bug)
 
 
+def run_parallel(rep, group: str, cases, ctx, deadline_s: float) -> None:
+    """Run each case `(name, fn, extra args)` as `fn(Collect, ctx, *extra)` in its own thread,
+    all within `deadline_s`, then replay their checks into `rep` in the order given (a case
+    that crashed or overran is a failed check)."""
+    collected: list[tuple[str, Collect]] = []
+    threads = []
+    for name, fn, extra in cases:
+        col = Collect()
+        collected.append((name, col))
+
+        def body(fn=fn, col=col, extra=extra, name=name):
+            try:
+                fn(col, ctx, *extra)
+            except Exception:  # noqa: BLE001 (a harness crash fails the case)
+                col.check(f"{group} {name}", False, traceback.format_exc())
+
+        t = threading.Thread(target=body, name=f"{group}-{name}", daemon=True)
+        t.start()
+        threads.append(t)
+    deadline = time.monotonic() + deadline_s
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    for (name, col), t in zip(collected, threads):
+        col.replay(rep)
+        if t.is_alive():
+            rep.check(f"{group} {name}: finishes within {deadline_s:.0f} s", False,
+                      "still running")
+
+
 _HEAR_LOCK = threading.Lock()
 
 
@@ -816,28 +845,7 @@ def run(rep, ctx: Context) -> None:
             ("dtmf", dtmf_cases, (files, phrases)),
             ("rtp-timeout", timeout_case, ()),
         ]
-        collected: list[tuple[str, Collect]] = []
-        threads = []
-        for name, fn, extra in cases:
-            col = Collect()
-            collected.append((name, col))
-
-            def body(fn=fn, col=col, extra=extra, name=name):
-                try:
-                    fn(col, ctx, *extra)
-                except Exception:  # noqa: BLE001 (a harness crash fails the case)
-                    col.check(f"media {name}", False, traceback.format_exc())
-
-            t = threading.Thread(target=body, name=f"media-{name}", daemon=True)
-            t.start()
-            threads.append(t)
-        deadline = time.monotonic() + 150
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        for (name, col), t in zip(collected, threads):
-            col.replay(rep)
-            if t.is_alive():
-                rep.check(f"media {name}: finishes within 150 s", False, "still running")
+        run_parallel(rep, "media", cases, ctx, 150)
     finally:
         httpd.close()
         log(f"media group took {time.monotonic() - started:.0f}s")
