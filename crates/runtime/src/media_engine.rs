@@ -431,6 +431,8 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
     let mut sessions: HashMap<u64, Slot> = HashMap::new();
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
+    // Bridged pairs of this tick (each once, smaller key first); reused every tick.
+    let mut bridged: Vec<(u64, u64)> = Vec::new();
     let mut deadline = Instant::now();
     let mut tick: u64 = 0;
     loop {
@@ -444,13 +446,15 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
             }
         }
         let rtcp_turn = tick % RTCP_READ_EVERY;
-        let mut any_bridge = false;
+        bridged.clear();
         let flush = tick.is_multiple_of(FLUSH_EVERY_TICKS);
         let mut counts = RtpCounts::default();
         for (key, slot) in &mut sessions {
             let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
-            any_bridge |= slot.bridged_with.is_some();
+            if let Some(other) = slot.bridged_with.filter(|other| key < other) {
+                bridged.push((*key, other));
+            }
             if flush {
                 counts += slot.rtp.take_delta(&slot.session);
             }
@@ -458,9 +462,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
         if flush {
             counters.add(&counts);
         }
-        if any_bridge {
-            exchange_bridged(&mut sessions);
-        }
+        exchange_bridged(&mut sessions, &bridged);
         deadline += TICK;
         let now = Instant::now();
         counters.tick(index, now, sessions.len());
@@ -660,12 +662,8 @@ fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
 
 /// After a tick: each bridged session gets its partner's received audio for its next packet,
 /// and the keys its partner pressed.
-fn exchange_bridged(sessions: &mut HashMap<u64, Slot>) {
-    let pairs: Vec<(u64, u64)> = sessions
-        .iter()
-        .filter_map(|(k, s)| s.bridged_with.filter(|o| k < o).map(|o| (*k, o)))
-        .collect();
-    for (a, b) in pairs {
+fn exchange_bridged(sessions: &mut HashMap<u64, Slot>, pairs: &[(u64, u64)]) {
+    for &(a, b) in pairs {
         let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
             continue;
         };
