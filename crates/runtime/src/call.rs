@@ -1883,12 +1883,12 @@ impl Call {
                     body,
                     wait,
                 } => {
-                    let http = self.shared.http.clone();
                     let tasks = self.links.tasks.clone();
                     let shared = self.shared.clone();
                     tokio::spawn(async move {
                         let result =
-                            flow_io::send_webhook(&http, method, &uri, &content_type, body).await;
+                            flow_io::send_webhook(&shared.http, method, &uri, &content_type, body)
+                                .await;
                         match result {
                             Ok(status) if (200..300).contains(&status) => {
                                 shared.metrics.webhook(WebhookOutcome::Delivered);
