@@ -2,7 +2,9 @@
 # Installs what the end-to-end tests (tests/e2e/) need on a Debian 12 machine, as root:
 #   - Debian packages: sip-tester (sipp), espeak-ng, sox, lame and vorbis-tools (oggenc: the
 #     MP3 and OGG prompts of the media cases), iproute2, util-linux (unshare), python3-venv,
-#     graphviz (renders `voxflow flow graph` output to SVG in a flow-crate test);
+#     graphviz (renders `voxflow flow graph` output to SVG in a flow-crate test), postgresql
+#     (throwaway servers for the store conformance tests and the e2e platform walk; no
+#     cluster is left running);
 #   - a Python venv at <repo>/.venv with pjsua2 (the SIP caller) and pocketsphinx (what the
 #     caller heard).
 # Idempotent: a machine that already has everything is left alone and nothing is printed.
@@ -47,6 +49,7 @@ declare -A probe=(
     [util-linux]=/usr/bin/unshare
     [python3-venv]=
     [graphviz]=/usr/bin/dot
+    [postgresql]=/usr/bin/psql
 )
 missing=()
 for pkg in "${!probe[@]}"; do

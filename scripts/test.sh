@@ -23,6 +23,11 @@ bash scripts/check-core-deps.sh
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --release --locked -- -D warnings
 
+step "a throwaway PostgreSQL server (the store conformance suite runs on SQLite and on it)"
+pg_env=$(bash scripts/pg-test.sh start)  # an assignment: a failed start stops the run
+eval "$pg_env"
+trap 'bash scripts/pg-test.sh stop "$VOXFLOW_TEST_POSTGRES_DIR" >/dev/null 2>&1 || true' EXIT
+
 step "unit and simulated-time tests"
 # Release profile: the e2e step below reuses the same build of every dependency.
 cargo test --workspace --release --locked 2>&1 | tee "$log_dir/cargo-test.log"

@@ -107,10 +107,13 @@ class Server:
 
     def __init__(self, binary: str, ports: Ports, out: str, *, name: str = "voxflow",
                  http: int | None = None, sip: int | None = None, rtp: str | None = None,
-                 extra: list[str] | None = None):
-        # fresh: `out` is new for every run
-        self.data_dir = os.path.join(out, "data" if name == "voxflow" else f"{name}-data")
-        os.makedirs(self.data_dir)
+                 extra: list[str] | None = None, data_dir: str | None = None):
+        # fresh: `out` is new for every run; `data_dir` restarts on an existing one
+        if data_dir is None:
+            self.data_dir = os.path.join(out, "data" if name == "voxflow" else f"{name}-data")
+            os.makedirs(self.data_dir)
+        else:
+            self.data_dir = data_dir
         self.log_path = os.path.join(out, f"{name}.log")
         self.ready = threading.Event()
         cmd = [binary, "serve",
@@ -828,7 +831,7 @@ def main() -> int:
                     help="parent directory for this run's artifacts")
     ap.add_argument("--only", default="",
                     help="comma-separated case groups to run (ivr, sipp, outbound, media, "
-                         "flows, hostile); default all")
+                         "flows, platform, hostile); default all")
     args = ap.parse_args()
     harness.reexec_with_venv()
     isolated = harness.reexec_in_netns()
@@ -859,7 +862,7 @@ def main() -> int:
     return rep.finish()
 
 
-GROUPS = ("ivr", "sipp", "outbound", "media", "flows", "hostile")
+GROUPS = ("ivr", "sipp", "outbound", "media", "flows", "platform", "hostile")
 
 
 def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[str]) -> None:
@@ -927,6 +930,12 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
         guarded("flow cases", flow_cases.run, rep, flow_cases.Context(
             api=api, ports=ports, out=out, phrases=PHRASES, follow_call=follow_call,
             originate=originate, all_calls=all_calls, server_log=server.log_path))
+    if "platform" in groups:
+        import platform_cases
+
+        guarded("platform walk", platform_cases.run, rep, platform_cases.Context(
+            binary=server.binary, ports=ports, out=out, server_class=Server, api_class=Api,
+            api_error=ApiError, follow_call=follow_call, originate=originate))
     if "hostile" in groups:
         # Last: it leaves half-open calls and a blocked source behind.
         guarded("hostile traffic", hostile_case, rep, api, server, ports, out)

@@ -4,54 +4,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::json::{List, Object, PageQuery, path_id};
 use crate::{ApiError, AppState};
-
-/// An activeflow as the API shows it.
-#[derive(Serialize)]
-pub(crate) struct ActiveflowView {
-    id: Uuid,
-    customer_id: Uuid,
-    flow_id: Option<Uuid>,
-    reference_type: &'static str,
-    reference_id: Uuid,
-    /// `running` or `ended`.
-    status: String,
-    end_reason: String,
-    current_action_id: String,
-    execute_count: u32,
-    executed_actions: Value,
-    variables: Value,
-    tm_create: String,
-    tm_end: Option<String>,
-    tm_update: String,
-}
-
-impl From<store::ActiveflowRecord> for ActiveflowView {
-    fn from(a: store::ActiveflowRecord) -> Self {
-        ActiveflowView {
-            id: a.id,
-            customer_id: a.account_id,
-            flow_id: a.flow_id,
-            reference_type: "call",
-            reference_id: a.call_id,
-            status: a.status,
-            end_reason: a.end_reason,
-            current_action_id: a.current_action_id,
-            execute_count: a.execute_count,
-            executed_actions: a.executed_actions,
-            variables: a.variables,
-            tm_create: a.tm_create,
-            tm_end: a.tm_end,
-            tm_update: a.tm_update,
-        }
-    }
-}
+use runtime::views::ActiveflowView;
 
 /// `GET /v1.0/activeflows`: newest first (as stored: running ones show their start).
 pub(crate) async fn list(

@@ -9,6 +9,27 @@ use crate::{ApiError, AppState};
 /// The authenticated account of a request.
 pub(crate) struct Auth(pub(crate) store::Account);
 
+/// The authenticated account and the token it used (for account and token administration).
+pub(crate) struct Caller {
+    /// The token's account.
+    pub(crate) account: store::Account,
+    /// The token (its role decides what may be administered).
+    pub(crate) token: store::TokenRecord,
+}
+
+impl Caller {
+    /// Refuse unless the token is an administrator's.
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
+        if self.token.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs an administrator's token".into(),
+            ))
+        }
+    }
+}
+
 fn token_of(parts: &Parts) -> Option<String> {
     if let Some(value) = parts
         .headers
@@ -52,16 +73,25 @@ pub(crate) fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = token_of(parts).ok_or(ApiError::Unauthorized)?;
+        let (account, token) = state
+            .store
+            .authenticate(&secret)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller { account, token })
+    }
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_of(parts).ok_or(ApiError::Unauthorized)?;
-        let account = state
-            .store
-            .account_by_token(&token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        Ok(Auth(account))
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Auth(caller.account))
     }
 }

@@ -5,71 +5,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use serde::Serialize;
-use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::error::FieldError;
 use crate::flows::validated_actions;
 use crate::json::{List, Object, PageQuery, path_id};
 use crate::{ApiError, AppState};
-
-/// An address as VoIPBIN shows it.
-#[derive(Serialize)]
-pub(crate) struct Address {
-    r#type: String,
-    target: String,
-}
-
-/// A call as the API shows it.
-#[derive(Serialize)]
-pub(crate) struct CallView {
-    id: Uuid,
-    customer_id: Uuid,
-    flow_id: Option<Uuid>,
-    direction: String,
-    status: String,
-    source: Address,
-    destination: Address,
-    hangup_reason: String,
-    hangup_by: String,
-    tm_create: String,
-    tm_ringing: Option<String>,
-    tm_progressing: Option<String>,
-    tm_hangup: Option<String>,
-    tm_update: String,
-    /// Recordings of the call, oldest first (on `GET /v1.0/calls/{id}` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recording_ids: Option<Vec<Uuid>>,
-}
-
-impl From<store::CallRecord> for CallView {
-    fn from(c: store::CallRecord) -> Self {
-        CallView {
-            id: c.id,
-            customer_id: c.account_id,
-            flow_id: c.flow_id,
-            direction: c.direction,
-            status: c.status,
-            source: Address {
-                r#type: c.source_type,
-                target: c.source_target,
-            },
-            destination: Address {
-                r#type: c.destination_type,
-                target: c.destination_target,
-            },
-            hangup_reason: c.hangup_reason,
-            hangup_by: c.hangup_by,
-            tm_create: c.tm_create,
-            tm_ringing: c.tm_ringing,
-            tm_progressing: c.tm_progressing,
-            tm_hangup: c.tm_hangup,
-            tm_update: c.tm_update,
-            recording_ids: None,
-        }
-    }
-}
+use runtime::views::CallView;
 
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -189,6 +131,15 @@ pub(crate) async fn create(
                     state.engine.hangup(call.id);
                 }
                 let path = format!("destinations[{i}]");
+                match &err {
+                    runtime::OriginateError::Limited(runtime::LimitError::Destination(..)) => {
+                        return Err(ApiError::Forbidden(format!("{path}: {err}")));
+                    }
+                    runtime::OriginateError::Limited(_) => {
+                        return Err(ApiError::Limited(err.to_string()));
+                    }
+                    _ => {}
+                }
                 return Err(ApiError::BadRequest {
                     message: format!("{path}: {err}"),
                     errors: vec![FieldError {

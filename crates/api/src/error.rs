@@ -20,9 +20,16 @@ pub enum ApiError {
     /// No or unknown API token.
     #[error("missing or invalid API token")]
     Unauthorized,
+    /// The token is valid but may not do this (e.g. account administration without the admin
+    /// role).
+    #[error("{0}")]
+    Forbidden(String),
     /// Not there — or not this account's, which looks the same from outside.
     #[error("not found")]
     NotFound,
+    /// The path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The request is malformed or invalid; `errors` locate each problem.
     #[error("{message}")]
     BadRequest {
@@ -34,6 +41,9 @@ pub enum ApiError {
     /// A uniqueness rule was broken.
     #[error("{0}")]
     Conflict(String),
+    /// An account limit refused the request (concurrent calls, calls per second).
+    #[error("{0}")]
+    Limited(String),
     /// Something on our side failed.
     #[error("internal error")]
     Internal(String),
@@ -62,34 +72,57 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
+/// The one error body: `{"error": {"code", "message", "path"?, "details"?}}`.
 #[derive(Serialize)]
 struct Body<'a> {
-    error: &'a str,
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
     message: String,
+    /// The path of the (first) bad field, for a 400.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    /// Every bad field when there are several.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    errors: &'a [FieldError],
+    details: &'a [FieldError],
+}
+
+impl ApiError {
+    /// HTTP status and the stable `code` of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Limited(_) => (StatusCode::TOO_MANY_REQUESTS, "limit_exceeded"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        }
         let errors: &[FieldError] = match &self {
             ApiError::BadRequest { errors, .. } => errors,
             _ => &[],
         };
         let body = Body {
-            error: code,
-            message: self.to_string(),
-            errors,
+            error: Detail {
+                code,
+                message: self.to_string(),
+                path: errors.first().map(|e| e.path.as_str()),
+                details: if errors.len() > 1 { errors } else { &[] },
+            },
         };
         (status, Json(body)).into_response()
     }

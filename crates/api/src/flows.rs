@@ -79,42 +79,119 @@ pub(crate) fn flow_errors(what: &str, diagnostics: Vec<flow::Diagnostic>) -> Api
     ApiError::BadRequest { message, errors }
 }
 
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    Auth(account): Auth,
-    body: Bytes,
-) -> Result<Json<FlowView>, ApiError> {
-    let mut body = Object::parse(&body)?;
+/// The settable fields of a flow, read and checked from a request body.
+struct FlowFields {
+    name: String,
+    detail: String,
+    actions: Value,
+    on_complete_flow_id: Option<Uuid>,
+}
+
+async fn read_fields(
+    state: &AppState,
+    account: Uuid,
+    body: &Bytes,
+    id: Option<Uuid>,
+) -> Result<FlowFields, ApiError> {
+    let mut body = Object::parse(body)?;
     let name = body.opt_string("name")?;
     let detail = body.opt_string("detail")?;
     let actions = validated_actions(body.take("actions"))?;
     let on_complete_flow_id = match body.opt_string("on_complete_flow_id")?.as_str() {
         "" | "00000000-0000-0000-0000-000000000000" => None,
         text => {
-            let id = Uuid::parse_str(text)
+            let next = Uuid::parse_str(text)
                 .map_err(|_| ApiError::field("on_complete_flow_id", "must be a UUID"))?;
-            if state.store.flow(account.id, id).await?.is_none() {
+            if Some(next) == id {
+                return Err(ApiError::field(
+                    "on_complete_flow_id",
+                    "a flow cannot name itself to run on completion",
+                ));
+            }
+            if state.store.flow(account, next).await?.is_none() {
                 return Err(ApiError::field(
                     "on_complete_flow_id",
                     "no flow of this account has this id",
                 ));
             }
-            Some(id)
+            Some(next)
         }
     };
-    let now = store::utc_now();
-    let record = store::FlowRecord {
-        id: Uuid::new_v4(),
-        account_id: account.id,
+    Ok(FlowFields {
         name,
         detail,
         actions,
         on_complete_flow_id,
+    })
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    body: Bytes,
+) -> Result<Json<FlowView>, ApiError> {
+    let fields = read_fields(&state, account.id, &body, None).await?;
+    let now = store::utc_now();
+    let record = store::FlowRecord {
+        id: Uuid::new_v4(),
+        account_id: account.id,
+        name: fields.name,
+        detail: fields.detail,
+        actions: fields.actions,
+        on_complete_flow_id: fields.on_complete_flow_id,
         tm_create: now.clone(),
         tm_update: now,
     };
     state.store.create_flow(&record).await?;
     Ok(Json(record.into()))
+}
+
+/// `PUT /v1.0/flows/{id}`: replace the actions and on_complete_flow_id (validated as on create),
+/// and name and detail when given. Calls already running keep the version they started with.
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<FlowView>, ApiError> {
+    let mut flow = state
+        .store
+        .flow(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let present = Object::parse(&body)?;
+    let fields = read_fields(&state, account.id, &body, Some(flow.id)).await?;
+    // name and detail left out keep their value; actions are always given in full.
+    if present.0.contains_key("name") {
+        flow.name = fields.name;
+    }
+    if present.0.contains_key("detail") {
+        flow.detail = fields.detail;
+    }
+    flow.actions = fields.actions;
+    flow.on_complete_flow_id = fields.on_complete_flow_id;
+    flow.tm_update = store::utc_now();
+    if !state.store.update_flow(&flow).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(flow.into()))
+}
+
+/// `DELETE /v1.0/flows/{id}`: answers the flow as it was. Calls running it go on.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = state
+        .store
+        .flow(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !state.store.delete_flow(account.id, flow.id).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(flow.into()))
 }
 
 pub(crate) async fn get(

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod accounts;
 mod activeflows;
 mod auth;
 mod calls;
@@ -16,10 +17,13 @@ mod error;
 mod flows;
 mod json;
 mod numbers;
+mod openapi;
 mod ops;
 mod recordings;
 mod simulate;
 mod trunks;
+mod webhooks;
+mod ws;
 
 use std::sync::Arc;
 
@@ -42,12 +46,35 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(ops::metrics))
+        .route("/v1.0/openapi.json", get(openapi::json))
+        .route("/v1.0/docs", get(openapi::docs))
         .route("/healthz", get(ops::healthz))
+        .route("/v1.0/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/v1.0/accounts/{id}",
+            get(accounts::get).put(accounts::update),
+        )
+        .route(
+            "/v1.0/tokens",
+            get(accounts::list_tokens).post(accounts::create_token),
+        )
+        .route(
+            "/v1.0/tokens/{id}",
+            axum::routing::delete(accounts::delete_token),
+        )
         .route("/v1.0/flows", get(flows::list).post(flows::create))
-        .route("/v1.0/flows/{id}", get(flows::get))
+        .route(
+            "/v1.0/flows/{id}",
+            get(flows::get).put(flows::update).delete(flows::delete),
+        )
         .route("/v1.0/flows/{id}/simulate", post(simulate::simulate))
         .route("/v1.0/numbers", get(numbers::list).post(numbers::create))
-        .route("/v1.0/numbers/{id}", get(numbers::get))
+        .route(
+            "/v1.0/numbers/{id}",
+            get(numbers::get)
+                .put(numbers::update)
+                .delete(numbers::delete),
+        )
         .route("/v1.0/devices", get(devices::list).post(devices::create))
         .route(
             "/v1.0/devices/{id}",
@@ -71,9 +98,31 @@ pub fn router(state: AppState) -> Router {
             get(recordings::get).delete(recordings::delete),
         )
         .route("/v1.0/recordings/{id}/file", get(recordings::file))
+        .route("/v1.0/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1.0/webhooks/{id}",
+            get(webhooks::get)
+                .put(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/v1.0/webhooks/{id}/resume", post(webhooks::resume))
+        .route("/v1.0/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1.0/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1.0/webhooks/{id}/deliveries/{delivery_id}",
+            get(webhooks::delivery),
+        )
+        .route(
+            "/v1.0/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
+        )
+        .route("/v1.0/ws", get(ws::upgrade))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 
+#[cfg(test)]
+mod platform_tests;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ pub(crate) struct NumberView {
     call_flow_id: Uuid,
     name: String,
     tm_create: String,
+    tm_update: String,
 }
 
 impl From<store::NumberRecord> for NumberView {
@@ -30,6 +31,7 @@ impl From<store::NumberRecord> for NumberView {
             call_flow_id: n.call_flow_id,
             name: n.name,
             tm_create: n.tm_create,
+            tm_update: n.tm_update,
         }
     }
 }
@@ -46,30 +48,96 @@ fn check_number(number: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    Auth(account): Auth,
-    body: Bytes,
-) -> Result<Json<NumberView>, ApiError> {
-    let body = Object::parse(&body)?;
-    let number = body.string("number")?.trim().to_owned();
+/// `number`, `call_flow_id` and `name` of a body, checked; a field absent from an update keeps
+/// the value in `current`.
+async fn read_fields(
+    state: &AppState,
+    account: Uuid,
+    body: &Bytes,
+    current: Option<&store::NumberRecord>,
+) -> Result<(String, Uuid, String), ApiError> {
+    let body = Object::parse(body)?;
+    let number = match (current, body.0.contains_key("number")) {
+        (Some(n), false) => n.number.clone(),
+        _ => body.string("number")?.trim().to_owned(),
+    };
     check_number(&number)?;
-    let call_flow_id = body.uuid("call_flow_id")?;
-    if state.store.flow(account.id, call_flow_id).await?.is_none() {
+    let call_flow_id = match (current, body.0.contains_key("call_flow_id")) {
+        (Some(n), false) => n.call_flow_id,
+        _ => body.uuid("call_flow_id")?,
+    };
+    if state.store.flow(account, call_flow_id).await?.is_none() {
         return Err(ApiError::field(
             "call_flow_id",
             "names no flow of this account",
         ));
     }
+    let name = match (current, body.0.contains_key("name")) {
+        (Some(n), false) => n.name.clone(),
+        _ => body.opt_string("name")?,
+    };
+    Ok((number, call_flow_id, name))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    body: Bytes,
+) -> Result<Json<NumberView>, ApiError> {
+    let (number, call_flow_id, name) = read_fields(&state, account.id, &body, None).await?;
+    let now = store::utc_now();
     let record = store::NumberRecord {
         id: Uuid::new_v4(),
         account_id: account.id,
         number,
         call_flow_id,
-        name: body.opt_string("name")?,
-        tm_create: store::utc_now(),
+        name,
+        tm_create: now.clone(),
+        tm_update: now,
     };
     state.store.create_number(&record).await?;
+    Ok(Json(record.into()))
+}
+
+/// `PUT /v1.0/numbers/{id}`: change the number, the flow it routes to, or its name (fields
+/// left out keep their value).
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<NumberView>, ApiError> {
+    let mut record = state
+        .store
+        .number(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let (number, call_flow_id, name) =
+        read_fields(&state, account.id, &body, Some(&record)).await?;
+    record.number = number;
+    record.call_flow_id = call_flow_id;
+    record.name = name;
+    record.tm_update = store::utc_now();
+    if !state.store.update_number(&record).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(record.into()))
+}
+
+/// `DELETE /v1.0/numbers/{id}`: inbound calls to it are refused from now on.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<NumberView>, ApiError> {
+    let record = state
+        .store
+        .number(account.id, path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !state.store.delete_number(account.id, record.id).await? {
+        return Err(ApiError::NotFound);
+    }
     Ok(Json(record.into()))
 }
 

@@ -15,48 +15,14 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::json::{List, PageQuery, path_id};
 use crate::{ApiError, AppState};
-
-/// A recording as the API shows it (not where its file lives).
-#[derive(Serialize)]
-pub(crate) struct RecordingView {
-    id: Uuid,
-    customer_id: Uuid,
-    call_id: Uuid,
-    /// `recording`, `ended` or `failed`.
-    status: String,
-    format: String,
-    channels: u16,
-    duration_ms: u64,
-    end_reason: String,
-    tm_start: String,
-    tm_end: Option<String>,
-    tm_update: String,
-}
-
-impl From<store::RecordingRecord> for RecordingView {
-    fn from(r: store::RecordingRecord) -> Self {
-        RecordingView {
-            id: r.id,
-            customer_id: r.account_id,
-            call_id: r.call_id,
-            status: r.status,
-            format: r.format,
-            channels: r.channels,
-            duration_ms: r.duration_ms,
-            end_reason: r.end_reason,
-            tm_start: r.tm_start,
-            tm_end: r.tm_end,
-            tm_update: r.tm_update,
-        }
-    }
-}
+use runtime::views::RecordingView;
 
 /// `?call_id=` of a list request.
 #[derive(Debug, Default, Deserialize)]
@@ -227,7 +193,7 @@ fn file_error(recording: &store::RecordingRecord, doing: &str, err: &io::Error) 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
-        Json(serde_json::json!({"error": code, "message": message})),
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
 }

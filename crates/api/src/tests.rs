@@ -12,31 +12,37 @@ use tower::ServiceExt;
 
 use crate::{AppState, router};
 
-const TOKEN: &str = "test-token";
+pub(crate) const TOKEN: &str = "test-token";
 
 /// The API on a real store and a real call engine (SIP on a loopback port of its own).
-async fn app() -> axum::Router {
+pub(crate) async fn app() -> axum::Router {
     app_and_store().await.0
 }
 
 /// [`app`], with its store for tests that plant records the API only reads.
 async fn app_and_store() -> (axum::Router, Arc<store::SqliteStore>) {
+    app_with(|_| {}).await
+}
+
+/// [`app_and_store`] with the engine's configuration adjusted by `tune`.
+pub(crate) async fn app_with(
+    tune: impl FnOnce(&mut runtime::Config),
+) -> (axum::Router, Arc<store::SqliteStore>) {
     let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
     store
         .bootstrap(Some(TOKEN), &store::utc_now())
         .await
         .unwrap();
-    let engine = runtime::Runtime::start(
-        runtime::Config {
-            rtp_ports: (43000, 43100),
-            media_workers: 1,
-            keepalive_interval: std::time::Duration::from_millis(200),
-            ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), std::env::temp_dir())
-        },
-        store.clone(),
-    )
-    .await
-    .unwrap();
+    let mut config = runtime::Config {
+        rtp_ports: (43000, 43100),
+        media_workers: 1,
+        keepalive_interval: std::time::Duration::from_millis(200),
+        ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), std::env::temp_dir())
+    };
+    tune(&mut config);
+    let engine = runtime::Runtime::start(config, store.clone())
+        .await
+        .unwrap();
     let app = router(AppState {
         store: store.clone(),
         engine: Arc::new(engine),
@@ -44,8 +50,19 @@ async fn app_and_store() -> (axum::Router, Arc<store::SqliteStore>) {
     (app, store)
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    send_as(app, TOKEN, method, uri, body).await
+}
+
+/// [`send`] with another API token.
+pub(crate) async fn send_as(
+    app: &axum::Router,
+    token: &str,
     method: &str,
     uri: &str,
     body: Option<&str>,
@@ -53,7 +70,7 @@ async fn send(
     let req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
         .unwrap();
@@ -68,7 +85,7 @@ async fn send(
     )
 }
 
-fn ivr() -> Value {
+pub(crate) fn ivr() -> Value {
     json!({
         "name": "ivr",
         "actions": [
@@ -140,11 +157,14 @@ async fn api_flow_with_dangling_target_is_refused_with_its_path() {
     let (status, err) = send(&app, "POST", "/v1.0/flows", Some(&flow.to_string())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        err["errors"][0]["path"], "actions[3].option.target_ids[\"2\"]",
+        err["error"]["path"], "actions[3].option.target_ids[\"2\"]",
         "{err}"
     );
     assert!(
-        err["message"].as_str().unwrap().contains("nowhere"),
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere"),
         "{err}"
     );
 }
@@ -155,8 +175,11 @@ async fn api_flow_with_unknown_type_is_refused() {
     let body = json!({"name": "x", "actions": [{"type": "answer"}, {"type": "dance"}]});
     let (status, err) = send(&app, "POST", "/v1.0/flows", Some(&body.to_string())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(err["errors"][0]["path"], "actions[1].type", "{err}");
-    assert!(err["message"].as_str().unwrap().contains("dance"), "{err}");
+    assert_eq!(err["error"]["path"], "actions[1].type", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("dance"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +188,7 @@ async fn api_bad_json_is_a_400_not_a_panic() {
     for body in ["{", "[]", "{\"actions\": 3}", "", "\u{0}"] {
         let (status, err) = send(&app, "POST", "/v1.0/flows", Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
-        assert_eq!(err["error"], "bad_request");
+        assert_eq!(err["error"]["code"], "invalid_request");
     }
 }
 
@@ -187,11 +210,11 @@ async fn api_numbers_bind_to_flows_of_the_account() {
     let stranger = json!({"number": "+15550101", "call_flow_id": uuid::Uuid::new_v4()}).to_string();
     let (status, err) = send(&app, "POST", "/v1.0/numbers", Some(&stranger)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(err["errors"][0]["path"], "call_flow_id");
+    assert_eq!(err["error"]["path"], "call_flow_id");
     let bad = json!({"number": "sales", "call_flow_id": flow_id}).to_string();
     let (status, err) = send(&app, "POST", "/v1.0/numbers", Some(&bad)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(err["errors"][0]["path"], "number");
+    assert_eq!(err["error"]["path"], "number");
 }
 
 #[tokio::test]
@@ -214,7 +237,7 @@ async fn api_unknown_ids_are_404() {
     );
     let (status, list) = send(&app, "GET", "/v1.0/calls?page_size=0", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(list["errors"][0]["path"], "page_size");
+    assert_eq!(list["error"]["path"], "page_size");
 }
 
 #[tokio::test]
@@ -246,7 +269,7 @@ async fn api_trunks_validate_and_never_show_the_password() {
     ] {
         let (status, err) = send(&app, "POST", "/v1.0/trunks", Some(&bad.to_string())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
-        assert_eq!(err["errors"][0]["path"], path, "{err}");
+        assert_eq!(err["error"]["path"], path, "{err}");
     }
     assert_eq!(
         send(&app, "DELETE", &format!("/v1.0/trunks/{id}"), None)
@@ -309,7 +332,7 @@ async fn api_calls_refuse_bad_requests_with_paths() {
     ] {
         let (status, err) = send(&app, "POST", "/v1.0/calls", Some(&body.to_string())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
-        assert_eq!(err["errors"][0]["path"], path, "{err}");
+        assert_eq!(err["error"]["path"], path, "{err}");
     }
     let id = uuid::Uuid::new_v4();
     assert_eq!(
@@ -348,7 +371,7 @@ async fn api_devices_keep_only_hashes_and_unique_usernames() {
     ] {
         let (status, err) = send(&app, "POST", "/v1.0/devices", Some(&bad.to_string())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
-        assert_eq!(err["errors"][0]["path"], path);
+        assert_eq!(err["error"]["path"], path);
     }
     assert_eq!(
         send(&app, "DELETE", &format!("/v1.0/devices/{id}"), None)
@@ -547,7 +570,7 @@ async fn api_recordings_list_newest_first_filter_by_call_and_show_on_the_call() 
     assert_eq!(none["result"], json!([]));
     let (status, err) = send(&app, "GET", "/v1.0/recordings?call_id=nope", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(err["errors"][0]["path"], "call_id");
+    assert_eq!(err["error"]["path"], "call_id");
 
     let (status, shown) = send(&app, "GET", &format!("/v1.0/calls/{}", call.id), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -604,7 +627,7 @@ async fn api_recording_file_streams_exact_bytes_and_ranges() {
     assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(headers["content-range"], format!("bytes */{len}").as_str());
     let err: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(err["error"], "range_not_satisfiable");
+    assert_eq!(err["error"]["code"], "range_not_satisfiable");
 
     // HEAD answers the headers without the body.
     let (status, headers, body) = fetch(&app, "HEAD", &uri, None).await;
@@ -640,9 +663,12 @@ async fn api_recording_in_progress_or_without_file_is_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(err["error"], "conflict");
+    assert_eq!(err["error"]["code"], "conflict");
     assert!(
-        err["message"].as_str().unwrap().contains("in progress"),
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in progress"),
         "{err}"
     );
     let (status, _) = send(
@@ -677,9 +703,12 @@ async fn api_recording_in_progress_or_without_file_is_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(err["error"], "not_found");
+    assert_eq!(err["error"]["code"], "not_found");
     assert!(
-        err["message"].as_str().unwrap().contains("file is missing"),
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("file is missing"),
         "{err}"
     );
     // Its record can still be deleted.
@@ -746,7 +775,7 @@ async fn api_recordings_of_another_account_are_not_found() {
     ] {
         let (status, err) = send(&app, method, &uri, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
-        assert_eq!(err["error"], "not_found");
+        assert_eq!(err["error"]["code"], "not_found");
     }
     assert!(std::path::Path::new(&theirs.path).exists());
     let (_, list) = send(&app, "GET", "/v1.0/recordings", None).await;
@@ -814,11 +843,11 @@ async fn api_flow_simulate_runs_offline_and_reports_bad_script_fields() {
     ] {
         let (status, err) = send(&app, "POST", &uri, Some(&body.to_string())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(err["errors"][0]["path"], path, "{err}");
+        assert_eq!(err["error"]["path"], path, "{err}");
     }
     let (status, err) = send(&app, "POST", &uri, Some("{")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(err["errors"][0]["path"], "$");
+    assert_eq!(err["error"]["path"], "$");
 
     // A fetch_flow of a stored flow of the account runs it.
     let inner =

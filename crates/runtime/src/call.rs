@@ -109,6 +109,8 @@ struct Links {
     /// Whether the activeflow record was written (at the start) and closed (at the end).
     activeflow_saved: bool,
     activeflow_closed: bool,
+    /// `execute_count` of the last `activeflow_updated` event.
+    published_count: u32,
     /// How many flows ran before this one through `on_complete_flow_id` (0: the call's own).
     chain_depth: u8,
     /// The flow running now, once a chained one took over.
@@ -130,6 +132,7 @@ impl Links {
             created: (now(), std::time::SystemTime::now()),
             activeflow_saved: false,
             activeflow_closed: false,
+            published_count: 0,
             chain_depth: 0,
             chained_flow_id: None,
             live: None,
@@ -605,6 +608,38 @@ impl Call {
         response
     }
 
+    /// Take one of the account's call slots for this inbound call, or refuse it (486 when the
+    /// account is at its concurrent-call limit).
+    async fn admit(&mut self, account: Uuid) -> bool {
+        let account = match self.shared.store.account(account).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                tracing::warn!(%account, "number of a missing account");
+                self.reject(404);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                self.reject(500);
+                return false;
+            }
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match self.shared.limits.admit(&account, false, now) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(account = %account.id, error = %e, "inbound call refused by account limits");
+                let mut response = self.invite_response(486);
+                response
+                    .headers
+                    .push("Warning", format!("399 voxflow \"{e}\""));
+                self.respond_invite(response);
+                self.phase = Phase::Ended;
+                false
+            }
+        }
+    }
+
     fn reject(&mut self, status: u16) {
         let response = self.invite_response(status);
         self.respond_invite(response);
@@ -764,6 +799,9 @@ impl Call {
             ));
         }
 
+        if !self.admit(number.account_id).await {
+            return false;
+        }
         let id = Uuid::new_v4();
         let now_text = store::utc_now();
         let record = store::CallRecord {
@@ -787,12 +825,11 @@ impl Call {
         };
         if let Err(e) = self.shared.store.insert_call(&record).await {
             tracing::error!(error = %e, "could not record the call");
+            self.shared.limits.release(record.account_id);
             self.reject(500);
             return false;
         }
-        let _ = self.shared.events.send(crate::CallUpdate {
-            record: record.clone(),
-        });
+        self.shared.call_changed(&record);
         self.record = Some(record);
         tracing::info!(%id, flow_id = %flow.id, "inbound call ringing");
 
@@ -823,9 +860,7 @@ impl Call {
             if let Err(e) = self.shared.store.update_call(record).await {
                 tracing::error!(error = %e, "could not update the call record");
             }
-            let _ = self.shared.events.send(crate::CallUpdate {
-                record: record.clone(),
-            });
+            self.shared.call_changed(record);
         }
     }
 
@@ -1656,6 +1691,7 @@ impl Call {
             let _ = tokio::fs::remove_file(&path).await;
             return failed(format!("could not store the recording: {e}"));
         }
+        self.shared.bus.recording_changed(&record);
         if request.format != RecordingFormat::Wav {
             tracing::info!(format = ?request.format, "recording as WAV: no encoder for the format");
         }
@@ -1739,6 +1775,7 @@ impl Call {
         if let Err(e) = self.shared.store.update_recording(record).await {
             tracing::error!(error = %e, "could not update the recording");
         }
+        self.shared.bus.recording_changed(record);
     }
 
     /// The call is over: a recording still running comes back from the worker once the media
@@ -1800,7 +1837,42 @@ impl Call {
             self.links.activeflow_saved = true;
             self.save_activeflow().await;
         }
+        self.publish_progress();
         self.drain_flow().await;
+        self.publish_progress();
+    }
+
+    /// `activeflow_updated` (opt-in) when the run moved to another action: a small summary,
+    /// not the whole record (it fires on every action).
+    fn publish_progress(&mut self) {
+        let (Some(interp), Some(record)) = (self.interp.as_ref(), self.record.as_ref()) else {
+            return;
+        };
+        let count = interp.execute_count();
+        if count == self.links.published_count || interp.end_reason().is_some() {
+            return;
+        }
+        self.links.published_count = count;
+        let last = interp.executed_actions().last();
+        let data = serde_json::json!({
+            "id": self.links.activeflow_id,
+            "customer_id": record.account_id,
+            "reference_type": "call",
+            "reference_id": record.id,
+            "flow_id": self.current_flow_id(),
+            "status": store::ActiveflowRecord::RUNNING,
+            "current_action_id": interp.current_action_id().unwrap_or_default(),
+            "current_action_type": last.map(|e| e.action_type.as_str()),
+            "execute_count": count,
+        });
+        let mut event = crate::events::Event::new(
+            crate::events::EventType::ActiveflowUpdated,
+            record.account_id,
+            data,
+        );
+        event.call_id = Some(record.id);
+        event.activeflow_id = Some(self.links.activeflow_id);
+        self.shared.bus.publish(event);
     }
 
     /// Carry out every command the interpreter has for us.
@@ -1885,10 +1957,30 @@ impl Call {
                 } => {
                     let tasks = self.links.tasks.clone();
                     let shared = self.shared.clone();
+                    let call = self.record.as_ref().map(|r| (r.account_id, r.id));
+                    let activeflow = self.links.activeflow_id;
                     tokio::spawn(async move {
                         let result =
                             flow_io::send_webhook(&shared.http, method, &uri, &content_type, body)
                                 .await;
+                        if let Some((account, call_id)) = call {
+                            let (status, error) = match &result {
+                                Ok(status) => (Some(*status), None),
+                                Err(error) => (None, Some(error.clone())),
+                            };
+                            let data = serde_json::json!({
+                                "uri": uri, "method": format!("{method:?}").to_uppercase(),
+                                "status": status, "error": error,
+                            });
+                            let mut event = crate::events::Event::new(
+                                crate::events::EventType::WebhookSendResult,
+                                account,
+                                data,
+                            );
+                            event.call_id = Some(call_id);
+                            event.activeflow_id = Some(activeflow);
+                            shared.bus.publish(event);
+                        }
                         match result {
                             Ok(status) if (200..300).contains(&status) => {
                                 shared.metrics.webhook(WebhookOutcome::Delivered);
@@ -2229,10 +2321,11 @@ impl Call {
     }
 
     async fn save_activeflow(&self) {
-        if let Some(record) = self.activeflow_record()
-            && let Err(e) = self.shared.store.save_activeflow(&record).await
-        {
-            tracing::warn!(error = %e, "cannot save the activeflow");
+        if let Some(record) = self.activeflow_record() {
+            if let Err(e) = self.shared.store.save_activeflow(&record).await {
+                tracing::warn!(error = %e, "cannot save the activeflow");
+            }
+            self.shared.bus.activeflow_changed(&record);
         }
     }
 

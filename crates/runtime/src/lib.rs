@@ -18,7 +18,9 @@ mod call;
 mod digest;
 mod dns;
 mod endpoint;
+pub mod events;
 mod flow_io;
+mod limits;
 mod maintenance;
 mod media_engine;
 mod metrics;
@@ -27,9 +29,12 @@ mod recording;
 mod registrar;
 mod trunk_registration;
 mod url_guard;
+pub mod views;
+pub mod webhooks;
 
 pub use allow_list::{allows as ip_allowed, parse_cidr};
 pub use digest::device_ha1;
+pub use limits::LimitError;
 pub use metrics::Health;
 pub use outbound::{Address, Originate, OriginateError};
 pub use trunk_registration::TrunkRegistration;
@@ -80,6 +85,8 @@ pub struct Config {
     /// non-public addresses (`--allow-private-urls`). Off by default: those targets are refused
     /// (the outbound URL guard, see docs/configuration.md).
     pub allow_private_urls: bool,
+    /// How account webhooks are attempted, retried and paused.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 /// Which inbound INVITEs are taken.
@@ -117,6 +124,7 @@ impl Config {
             media_dirs: Vec::new(),
             rtp_timeout: Duration::from_secs(60),
             allow_private_urls: false,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -203,6 +211,8 @@ pub(crate) struct Shared {
     pub(crate) live: LiveCalls,
     pub(crate) store: Arc<dyn store::Store>,
     pub(crate) events: tokio::sync::broadcast::Sender<CallUpdate>,
+    /// The event stream (webhooks, WebSocket).
+    pub(crate) bus: Arc<events::EventBus>,
     pub(crate) media: media_engine::MediaEngine,
     pub(crate) tts: Arc<dyn speech::TtsEngine>,
     /// The HTTP client of `play`, `fetch` and `webhook_send`, with the outbound URL guard.
@@ -234,9 +244,21 @@ pub(crate) struct Shared {
     pub(crate) rtp_timeout_ms: u32,
     /// Counters for `/metrics` (media's live in `media`).
     pub(crate) metrics: metrics::Metrics,
+    /// Per-account call slots and rates.
+    pub(crate) limits: limits::Limiter,
 }
 
 impl Shared {
+    /// A call record was written: tell the call watchers and the event stream.
+    pub(crate) fn call_changed(&self, record: &store::CallRecord) {
+        if self.bus.call_changed(record) {
+            self.limits.release(record.account_id);
+        }
+        let _ = self.events.send(CallUpdate {
+            record: record.clone(),
+        });
+    }
+
     /// Registration state of the trunks that register (held only for a map operation).
     pub(crate) fn trunk_states(
         &self,
@@ -344,6 +366,7 @@ pub struct Runtime {
     sip_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
     events: tokio::sync::broadcast::Sender<CallUpdate>,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Runtime {
@@ -385,10 +408,12 @@ impl Runtime {
         )
         .await;
         let (events, _) = tokio::sync::broadcast::channel(1024);
+        let (bus, outbox_queue) = events::EventBus::new();
         let shared = Arc::new(Shared {
             live: LiveCalls::default(),
             store,
             events: events.clone(),
+            bus: Arc::new(bus),
             media,
             tts,
             http,
@@ -419,6 +444,7 @@ impl Runtime {
             data_dir: config.data_dir.clone(),
             rtp_timeout_ms: config.rtp_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             metrics: metrics::Metrics::new(),
+            limits: limits::Limiter::default(),
         });
         let (endpoint, sip_addr, task) = endpoint::start(shared.clone(), config.sip_listen)
             .await
@@ -439,12 +465,14 @@ impl Runtime {
             sip_addr,
             config.keepalive_interval,
         );
+        let webhooks = webhooks::Webhooks::start(shared.clone(), outbox_queue, config.webhooks);
         Ok(Runtime {
             shared,
             endpoint,
             sip_addr,
             task,
             events,
+            webhooks,
         })
     }
 
@@ -458,6 +486,27 @@ impl Runtime {
     /// or before the first attempt).
     pub fn trunk_registration(&self, trunk: uuid::Uuid) -> Option<TrunkRegistration> {
         self.shared.trunk_states().get(&trunk).cloned()
+    }
+
+    /// The platform's event stream (calls, activeflows, recordings, webhook_send, webhooks),
+    /// for live subscribers.
+    pub fn events(&self) -> &events::EventBus {
+        &self.shared.bus
+    }
+
+    /// Whether the platform would fetch or post to `url` (scheme, and unless private targets
+    /// are allowed, a literal private or loopback host): the reason when not.
+    pub fn check_outbound_url(&self, url: &str) -> Result<(), String> {
+        self.shared
+            .http
+            .policy()
+            .check(url)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A webhook was created, changed or resumed: look at the outbox again now.
+    pub fn webhooks_changed(&self) {
+        self.webhooks.wake();
     }
 
     /// A receiver that sees every change of any trunk's registration state.

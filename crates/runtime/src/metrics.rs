@@ -79,6 +79,9 @@ pub(crate) enum WebhookOutcome {
 
 const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "refused", "failed"];
 
+/// How an attempt to deliver an event to an account webhook ended.
+const WEBHOOK_ATTEMPT_OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
+
 /// The `end_reason` label of `voxflow_flow_runs_total` (an `error: …` reason is `error`).
 const FLOW_END_REASONS: [&str; 6] = [
     "completed",
@@ -96,6 +99,7 @@ pub(crate) struct Metrics {
     calls_active: [AtomicI64; 2],
     calls_total: [[AtomicU64; CALL_RESULTS.len()]; 2],
     webhooks: [AtomicU64; WEBHOOK_OUTCOMES.len()],
+    webhook_attempts: [AtomicU64; WEBHOOK_ATTEMPT_OUTCOMES.len()],
     flow_actions: AtomicU64,
     flow_runs: [AtomicU64; FLOW_END_REASONS.len()],
 }
@@ -122,6 +126,7 @@ impl Metrics {
             calls_active: Default::default(),
             calls_total: Default::default(),
             webhooks: Default::default(),
+            webhook_attempts: Default::default(),
             flow_actions: AtomicU64::new(0),
             flow_runs: Default::default(),
         }
@@ -145,6 +150,14 @@ impl Metrics {
             .unwrap_or(CALL_RESULTS.len() - 1);
         self.calls_total[Direction::of_record(direction) as usize][result]
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt to deliver an event to an account webhook is over: `delivered`, `retry` (it
+    /// will be tried again) or `failed` (given up).
+    pub(crate) fn webhook_attempt(&self, outcome: &str) {
+        if let Some(i) = WEBHOOK_ATTEMPT_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.webhook_attempts[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A `webhook_send` request is over.
@@ -217,6 +230,16 @@ impl Metrics {
         for (outcome, n) in WEBHOOK_OUTCOMES.iter().zip(&self.webhooks) {
             let labels = [("outcome", *outcome)];
             out.sample("voxflow_webhook_deliveries_total", &labels, load(n));
+        }
+
+        out.family(
+            "voxflow_webhook_attempts_total",
+            "counter",
+            "Attempts to deliver events to account webhooks, by outcome: delivered (2xx), retry (will be tried again), failed (given up).",
+        );
+        for (outcome, n) in WEBHOOK_ATTEMPT_OUTCOMES.iter().zip(&self.webhook_attempts) {
+            let labels = [("outcome", *outcome)];
+            out.sample("voxflow_webhook_attempts_total", &labels, load(n));
         }
 
         out.family(
@@ -629,8 +652,12 @@ mod tests {
         assert_eq!(samples["voxflow_rtp_packets_sent_total"], 0.0);
         assert_eq!(samples["voxflow_media_workers_alive"], 2.0);
         assert!(samples["voxflow_uptime_seconds"] >= 0.0);
-        // A bounded set: 1 + 2 + 20 + 8 + 3 + 1 + 6 series.
-        assert_eq!(samples.len(), 41);
+        for outcome in WEBHOOK_ATTEMPT_OUTCOMES {
+            let key = format!("voxflow_webhook_attempts_total{{outcome={outcome}}}");
+            assert_eq!(samples[&key], 0.0, "{key}");
+        }
+        // A bounded set: 1 + 2 + 20 + 8 + 3 + 3 + 1 + 6 series.
+        assert_eq!(samples.len(), 44);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum OriginateError {
     /// The flow does not compile.
     #[error("invalid flow: {0}")]
     Flow(String),
+    /// The account's limits refuse the call (concurrent calls, rate, destination prefixes).
+    #[error("{0}")]
+    Limited(#[from] crate::LimitError),
     /// No RTP port is free, or the store failed.
     #[error("cannot place the call now: {0}")]
     Unavailable(String),
@@ -91,6 +94,17 @@ pub(crate) async fn originate(
             .map(|d| format!("{}: {}", d.path, d.message));
         OriginateError::Flow(first.unwrap_or_default())
     })?;
+    let account = shared
+        .store
+        .account(req.account_id)
+        .await
+        .map_err(|e| OriginateError::Unavailable(e.to_string()))?
+        .ok_or_else(|| OriginateError::Unavailable("the account no longer exists".into()))?;
+    crate::limits::check_destination(
+        &account.limits,
+        &req.destination.kind,
+        &req.destination.target,
+    )?;
     let mut target = resolve(shared, &req).await?;
     // An outbound proxy takes the dialog-creating INVITE of sip and tel calls (RFC 3261
     // §8.1.2): sent to it, with a loose-routing Route naming it. Registered devices are reached
@@ -168,14 +182,13 @@ pub(crate) async fn originate(
         tm_hangup: None,
         tm_update: now,
     };
-    shared
-        .store
-        .insert_call(&record)
-        .await
-        .map_err(|e| OriginateError::Unavailable(e.to_string()))?;
-    let _ = shared.events.send(crate::CallUpdate {
-        record: record.clone(),
-    });
+    let unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    shared.limits.admit(&account, true, unix)?;
+    if let Err(e) = shared.store.insert_call(&record).await {
+        shared.limits.release(account.id);
+        return Err(OriginateError::Unavailable(e.to_string()));
+    }
+    shared.call_changed(&record);
     tracing::info!(call = %record.id, destination = %req.destination.target, "placing call");
 
     let variables = variables(&record, &req);

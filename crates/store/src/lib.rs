@@ -10,12 +10,15 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod postgres;
 mod record;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use record::{
-    Account, ActiveflowRecord, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page,
-    RecordingRecord, RegistrationRecord, TrunkRecord,
+    Account, AccountLimits, ActiveflowRecord, CallRecord, DeliveryRecord, DeviceRecord, FlowRecord,
+    NumberRecord, Page, RecordingRecord, RegistrationRecord, TokenRecord, TrunkRecord,
+    WebhookRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -49,8 +52,30 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<String>, StoreError>;
     /// The oldest account (the one bootstrap created), if any.
     async fn first_account(&self) -> Result<Option<Account>, StoreError>;
+    /// The token (by its secret) and the account it belongs to.
+    async fn authenticate(&self, token: &str)
+    -> Result<Option<(Account, TokenRecord)>, StoreError>;
     /// The account an API token belongs to.
-    async fn account_by_token(&self, token: &str) -> Result<Option<Account>, StoreError>;
+    async fn account_by_token(&self, token: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.authenticate(token).await?.map(|(account, _)| account))
+    }
+
+    /// Insert a new account.
+    async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// One account.
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
+    /// Every account, newest first.
+    async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>, StoreError>;
+    /// Overwrite an account's name and limits; false when there was none.
+    async fn update_account(&self, account: &Account) -> Result<bool, StoreError>;
+
+    /// Insert a token (hashed by the caller).
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Tokens of `account`, newest first.
+    async fn list_tokens(&self, account: Uuid, page: &Page)
+    -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revoke (delete) a token of `account`; false when there was none.
+    async fn delete_token(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
 
     /// Insert a new flow.
     async fn create_flow(&self, flow: &FlowRecord) -> Result<(), StoreError>;
@@ -58,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
     async fn flow(&self, account: Uuid, id: Uuid) -> Result<Option<FlowRecord>, StoreError>;
     /// Flows of `account`, newest first.
     async fn list_flows(&self, account: Uuid, page: &Page) -> Result<Vec<FlowRecord>, StoreError>;
+    /// Overwrite a flow (name, detail, actions, on_complete_flow_id, tm_update) matched by id
+    /// within its account; false when there was none.
+    async fn update_flow(&self, flow: &FlowRecord) -> Result<bool, StoreError>;
+    /// Delete a flow of `account`; false when there was none.
+    async fn delete_flow(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
 
     /// Bind a number to a flow; [`StoreError::Conflict`] when the number is taken (by anyone).
     async fn create_number(&self, number: &NumberRecord) -> Result<(), StoreError>;
@@ -69,6 +99,11 @@ pub trait Store: Send + Sync + 'static {
         account: Uuid,
         page: &Page,
     ) -> Result<Vec<NumberRecord>, StoreError>;
+    /// Overwrite a number (number, call_flow_id, name, tm_update) matched by id within its
+    /// account; false when there was none; [`StoreError::Conflict`] when the new number is taken.
+    async fn update_number(&self, number: &NumberRecord) -> Result<bool, StoreError>;
+    /// Delete a number of `account`; false when there was none.
+    async fn delete_number(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
     /// The number an inbound call dialled, by its digits without `+` (see [`normalize_number`]).
     async fn number_for_inbound(&self, digits: &str) -> Result<Option<NumberRecord>, StoreError>;
 
@@ -176,6 +211,73 @@ pub trait Store: Send + Sync + 'static {
     /// End every activeflow still `running` (left over by a crash) with `reason`. Returns how
     /// many were closed.
     async fn close_live_activeflows(&self, reason: &str, now: &str) -> Result<u64, StoreError>;
+
+    /// Insert a webhook.
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    /// One webhook of `account`.
+    async fn webhook(&self, account: Uuid, id: Uuid) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Webhooks of `account`, newest first.
+    async fn list_webhooks(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Every webhook of `account` (to match an event against), oldest first.
+    async fn webhooks_of_account(&self, account: Uuid) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Overwrite a webhook (settings and breaker state) matched by id within its account; false
+    /// when there was none.
+    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
+    /// Delete a webhook of `account` and its pending deliveries; false when there was none.
+    async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Put deliveries in the outbox (one transaction: all or none).
+    async fn enqueue_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<(), StoreError>;
+    /// Pending deliveries due at `now_ms` (unix milliseconds), oldest `next_attempt_at` first.
+    async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// The earliest `next_attempt_at` of any pending delivery.
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError>;
+    /// Overwrite a delivery's state (status, attempts, next_attempt_at, last_*, attempt_log,
+    /// tm_update, tm_delivered), matched by id.
+    async fn update_delivery(&self, delivery: &DeliveryRecord) -> Result<(), StoreError>;
+    /// Make every pending delivery of `webhook` due at `now_ms` (a paused target answered
+    /// again: send what was held back). Returns how many.
+    async fn retry_deliveries_now(&self, webhook: Uuid, now_ms: i64) -> Result<u64, StoreError>;
+    /// One delivery of `account`.
+    async fn delivery(&self, account: Uuid, id: Uuid)
+    -> Result<Option<DeliveryRecord>, StoreError>;
+    /// Deliveries of `account` (of one webhook when given), newest first.
+    async fn list_deliveries(
+        &self,
+        account: Uuid,
+        webhook: Option<Uuid>,
+        page: &Page,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+/// Open the store at `url`, choosing the backend by its scheme: `sqlite:` (a file, or
+/// `sqlite::memory:`) or `postgres://` / `postgresql://`. Pending migrations are applied.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    } else {
+        // Name only a plausible scheme: the rest of a URL may hold a password.
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).filter(|s| {
+            !s.is_empty()
+                && s.len() <= 16
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        let named = scheme.map_or_else(String::new, |s| format!(" `{s}:`"));
+        Err(StoreError::Backend(format!(
+            "unsupported database url scheme{named}: expected sqlite: or postgres://"
+        )))
+    }
 }
 
 /// The key a number is stored and looked up by: the digits without a leading `+`.
@@ -205,6 +307,12 @@ pub fn format_utc(at: time::OffsetDateTime) -> String {
         at.second(),
         at.microsecond()
     )
+}
+
+/// The first characters of a token, kept in the clear so lists can tell tokens apart.
+#[must_use]
+pub fn token_prefix(token: &str) -> String {
+    token.chars().take(7).collect()
 }
 
 /// Hex SHA-256 of an API token: tokens are stored only hashed.

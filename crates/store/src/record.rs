@@ -10,8 +10,126 @@ pub struct Account {
     pub id: Uuid,
     /// Display name.
     pub name: String,
+    /// Outbound safety limits.
+    pub limits: AccountLimits,
     /// Creation time, UTC ISO-8601.
     pub tm_create: String,
+    /// Last update, UTC ISO-8601.
+    pub tm_update: String,
+}
+
+/// Per-account outbound safety: how many calls at once, how fast, and where to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AccountLimits {
+    /// Most calls (inbound and outbound) live at once; `None` for no limit.
+    pub max_concurrent_calls: Option<u32>,
+    /// Most outbound calls started per second; `None` for no limit.
+    pub max_calls_per_second: Option<u32>,
+    /// When not empty, outbound destinations must start with one of these prefixes (compared
+    /// on the number or SIP user part without a leading `+`): a toll-fraud guard.
+    pub destination_prefixes: Vec<String>,
+}
+
+/// An API token as stored: only its SHA-256 is kept (see [`crate::hash_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Token id (what list and revoke use; never the secret).
+    pub id: Uuid,
+    /// The account it acts as.
+    pub account_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub token_hash: String,
+    /// The first characters of the secret, shown in lists so a user can tell tokens apart.
+    pub prefix: String,
+    /// Administrators may create and list accounts and change their limits.
+    pub admin: bool,
+    /// Creation time.
+    pub tm_create: String,
+}
+
+/// An account-level webhook target: events of the listed types are POSTed to `uri`, signed
+/// with `secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Webhook id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Target URL (http or https).
+    pub uri: String,
+    /// HTTP method: `POST` or `PUT`.
+    pub method: String,
+    /// HMAC-SHA256 key of the `X-Voxflow-Signature` header.
+    pub secret: String,
+    /// Event types delivered (`call_created`, `call_hangup`, ...); `*` for every type.
+    pub event_types: Vec<String>,
+    /// `active`, or `paused` while the circuit breaker holds deliveries back.
+    pub status: String,
+    /// Failed attempts in a row (reset by a success).
+    pub consecutive_failures: u32,
+    /// While paused: when the breaker lets the next attempt through, UTC ISO-8601.
+    pub paused_until: Option<String>,
+    /// The last failure, for the user to read ("" when none).
+    pub last_error: String,
+    /// Creation time.
+    pub tm_create: String,
+    /// Last update.
+    pub tm_update: String,
+}
+
+impl WebhookRecord {
+    /// Status of a webhook whose deliveries go out.
+    pub const ACTIVE: &str = "active";
+    /// Status of a webhook held back by the circuit breaker (deliveries wait, none are lost).
+    pub const PAUSED: &str = "paused";
+}
+
+/// One event to deliver to one webhook: the outbox row and its delivery log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    /// Delivery id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// The webhook it goes to.
+    pub webhook_id: Uuid,
+    /// The event's id (the same for every webhook the event goes to).
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: String,
+    /// The exact JSON body sent (and signed).
+    pub payload: String,
+    /// `pending` (waiting for its next attempt), `delivered`, or `failed` (gave up).
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, unix milliseconds.
+    pub next_attempt_at: i64,
+    /// HTTP status of the last attempt, if it got one.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed ("" when it did not).
+    pub last_error: String,
+    /// `[{attempt, tm, status, error, duration_ms}]`: every attempt, in order.
+    pub attempt_log: serde_json::Value,
+    /// Creation (enqueue) time; the list order.
+    pub tm_create: String,
+    /// Last change.
+    pub tm_update: String,
+    /// When it was delivered.
+    pub tm_delivered: Option<String>,
+}
+
+impl DeliveryRecord {
+    /// Waiting for its next attempt.
+    pub const PENDING: &str = "pending";
+    /// The target answered 2xx.
+    pub const DELIVERED: &str = "delivered";
+    /// Given up after the last retry (or refused with a 4xx that retrying cannot fix).
+    pub const FAILED: &str = "failed";
 }
 
 /// A stored flow: the action list as submitted (with ids assigned), already validated.
@@ -51,6 +169,8 @@ pub struct NumberRecord {
     pub name: String,
     /// Creation time, UTC ISO-8601.
     pub tm_create: String,
+    /// Last update, UTC ISO-8601.
+    pub tm_update: String,
 }
 
 /// A call detail record, updated as the call progresses.

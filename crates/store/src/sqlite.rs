@@ -10,9 +10,9 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use crate::{
-    Account, ActiveflowRecord, CallRecord, DeviceRecord, FlowRecord, NumberRecord, Page,
-    RecordingRecord, RegistrationRecord, Store, StoreError, TrunkRecord, hash_token,
-    normalize_number,
+    Account, AccountLimits, ActiveflowRecord, CallRecord, DeliveryRecord, DeviceRecord, FlowRecord,
+    NumberRecord, Page, RecordingRecord, RegistrationRecord, Store, StoreError, TokenRecord,
+    TrunkRecord, WebhookRecord, hash_token, normalize_number,
 };
 
 /// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/sqlite/0006_flow_on_complete.sql"),
     ),
+    (7, include_str!("../migrations/sqlite/0007_platform.sql")),
 ];
 
 /// [`Store`] on an SQLite file (or `sqlite::memory:` in tests).
@@ -39,8 +40,15 @@ impl SqliteStore {
     /// apply pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect(url).await?;
-        store.migrate(MIGRATIONS).await?;
-        Ok(store)
+        let applied = store.migrate(MIGRATIONS).await?;
+        if applied == 0 || url.contains(":memory:") {
+            return Ok(store);
+        }
+        // A pooled connection that was idle while another migrated keeps the old schema until
+        // its next statement runs; a statement prepared on it against a changed table would be
+        // described with the old columns. Start the pool again on the migrated schema.
+        store.pool.close().await;
+        Self::connect(url).await
     }
 
     /// Open the database without migrating it.
@@ -65,8 +73,9 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    /// Apply those of `migrations` not yet recorded in `schema_migrations`.
-    async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
+    /// Apply those of `migrations` not yet recorded in `schema_migrations`; how many were.
+    async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<usize, StoreError> {
+        let mut applied = 0;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL)",
         )
@@ -95,8 +104,9 @@ impl SqliteStore {
                 .map_err(backend)?;
             tx.commit().await.map_err(backend)?;
             tracing::info!(version, "applied sqlite migration");
+            applied += 1;
         }
-        Ok(())
+        Ok(applied)
     }
 }
 
@@ -232,11 +242,90 @@ fn opt_text(row: &SqliteRow, col: &str) -> Result<Option<String>, StoreError> {
     row.try_get(col).map_err(backend)
 }
 
+fn opt_u32_col(row: &SqliteRow, col: &str) -> Result<Option<u32>, StoreError> {
+    let value: Option<i64> = row.try_get(col).map_err(backend)?;
+    value
+        .map(|v| u32::try_from(v).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn u32_col(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
+    let value: i64 = row.try_get(col).map_err(backend)?;
+    u32::try_from(value).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(col).map_err(backend)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
     Ok(Account {
         id: uuid_col(row, "id")?,
         name: text(row, "name")?,
+        limits: AccountLimits {
+            max_concurrent_calls: opt_u32_col(row, "max_concurrent_calls")?,
+            max_calls_per_second: opt_u32_col(row, "max_calls_per_second")?,
+            destination_prefixes: json_col(row, "destination_prefixes")?,
+        },
         tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let admin: i64 = row.try_get("admin").map_err(backend)?;
+    Ok(TokenRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        name: text(row, "name")?,
+        token_hash: text(row, "token_hash")?,
+        prefix: text(row, "prefix")?,
+        admin: admin != 0,
+        tm_create: text(row, "tm_create")?,
+    })
+}
+
+fn webhook_from_row(row: &SqliteRow) -> Result<WebhookRecord, StoreError> {
+    Ok(WebhookRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        name: text(row, "name")?,
+        uri: text(row, "uri")?,
+        method: text(row, "method")?,
+        secret: text(row, "secret")?,
+        event_types: json_col(row, "event_types")?,
+        status: text(row, "status")?,
+        consecutive_failures: u32_col(row, "consecutive_failures")?,
+        paused_until: opt_text(row, "paused_until")?,
+        last_error: text(row, "last_error")?,
+        tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
+    let last_status: Option<i64> = row.try_get("last_status").map_err(backend)?;
+    Ok(DeliveryRecord {
+        id: uuid_col(row, "id")?,
+        account_id: uuid_col(row, "account_id")?,
+        webhook_id: uuid_col(row, "webhook_id")?,
+        event_id: uuid_col(row, "event_id")?,
+        event_type: text(row, "event_type")?,
+        payload: text(row, "payload")?,
+        status: text(row, "status")?,
+        attempts: u32_col(row, "attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error: text(row, "last_error")?,
+        attempt_log: json_col(row, "attempt_log")?,
+        tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
+        tm_delivered: opt_text(row, "tm_delivered")?,
     })
 }
 
@@ -263,6 +352,7 @@ fn number_from_row(row: &SqliteRow) -> Result<NumberRecord, StoreError> {
         call_flow_id: uuid_col(row, "call_flow_id")?,
         name: text(row, "name")?,
         tm_create: text(row, "tm_create")?,
+        tm_update: text(row, "tm_update")?,
     })
 }
 
@@ -424,43 +514,159 @@ impl Store for SqliteStore {
             None => format!("vf_{}", Uuid::new_v4().simple()),
         };
         let account = Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO accounts (id, name, tm_create) VALUES (?, ?, ?)")
-            .bind(&account)
-            .bind("default")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("INSERT INTO api_tokens (token_hash, account_id, tm_create) VALUES (?, ?, ?)")
-            .bind(hash_token(&token))
-            .bind(&account)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, destination_prefixes, tm_create, tm_update) \
+             VALUES (?, ?, '[]', ?, ?)",
+        )
+        .bind(&account)
+        .bind("default")
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, account_id, name, prefix, admin, tm_create) \
+             VALUES (?, ?, ?, 'bootstrap', ?, 1, ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(hash_token(&token))
+        .bind(&account)
+        .bind(crate::token_prefix(&token))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(token))
     }
 
     async fn first_account(&self) -> Result<Option<Account>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, name, tm_create FROM accounts ORDER BY tm_create, id LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+        let row = sqlx::query("SELECT * FROM accounts ORDER BY tm_create, id LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         row.map(|row| account_from_row(&row)).transpose()
     }
 
-    async fn account_by_token(&self, token: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.id, a.name, a.tm_create FROM api_tokens t \
-             JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = ?",
+    async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Account, TokenRecord)>, StoreError> {
+        let Some(row) = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let token = token_from_row(&row)?;
+        Ok(self
+            .account(token.account_id)
+            .await?
+            .map(|account| (account, token)))
+    }
+
+    async fn create_account(&self, account: &Account) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (id, name, max_concurrent_calls, max_calls_per_second, \
+             destination_prefixes, tm_create, tm_update) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(hash_token(token))
-        .fetch_optional(&self.pool)
+        .bind(account.id.to_string())
+        .bind(&account.name)
+        .bind(account.limits.max_concurrent_calls.map(i64::from))
+        .bind(account.limits.max_calls_per_second.map(i64::from))
+        .bind(to_json(&account.limits.destination_prefixes)?)
+        .bind(&account.tm_create)
+        .bind(&account.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "account"))?;
+        Ok(())
+    }
+
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+        sqlx::query("SELECT * FROM accounts WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>, StoreError> {
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM accounts WHERE (tm_create < ? OR (tm_create = ? AND id < ?)) \
+             ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(account_from_row)
+        .collect()
+    }
+
+    async fn update_account(&self, account: &Account) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET name = ?, max_concurrent_calls = ?, max_calls_per_second = ?, \
+             destination_prefixes = ?, tm_update = ? WHERE id = ?",
+        )
+        .bind(&account.name)
+        .bind(account.limits.max_concurrent_calls.map(i64::from))
+        .bind(account.limits.max_calls_per_second.map(i64::from))
+        .bind(to_json(&account.limits.destination_prefixes)?)
+        .bind(&account.tm_update)
+        .bind(account.id.to_string())
+        .execute(&self.pool)
         .await
         .map_err(backend)?;
-        row.map(|row| account_from_row(&row)).transpose()
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, account_id, name, prefix, admin, tm_create) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token.id.to_string())
+        .bind(&token.token_hash)
+        .bind(token.account_id.to_string())
+        .bind(&token.name)
+        .bind(&token.prefix)
+        .bind(i64::from(token.admin))
+        .bind(&token.tm_create)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "token"))?;
+        Ok(())
+    }
+
+    async fn list_tokens(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.page(
+            scoped_sql!(page "api_tokens"),
+            account,
+            page,
+            token_from_row,
+        )
+        .await
+    }
+
+    async fn delete_token(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        self.delete(scoped_sql!(delete "api_tokens"), account, id)
+            .await
     }
 
     async fn create_flow(&self, flow: &FlowRecord) -> Result<(), StoreError> {
@@ -492,10 +698,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn update_flow(&self, flow: &FlowRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE flows SET name = ?, detail = ?, actions = ?, on_complete_flow_id = ?, \
+             tm_update = ? WHERE id = ? AND account_id = ?",
+        )
+        .bind(&flow.name)
+        .bind(&flow.detail)
+        .bind(flow.actions.to_string())
+        .bind(flow.on_complete_flow_id.map(|id| id.to_string()))
+        .bind(&flow.tm_update)
+        .bind(flow.id.to_string())
+        .bind(flow.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_flow(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        self.delete(scoped_sql!(delete "flows"), account, id).await
+    }
+
     async fn create_number(&self, number: &NumberRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO numbers (id, account_id, number, display_number, call_flow_id, name, tm_create) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO numbers (id, account_id, number, display_number, call_flow_id, name, \
+             tm_create, tm_update) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(number.id.to_string())
         .bind(number.account_id.to_string())
@@ -504,6 +732,7 @@ impl Store for SqliteStore {
         .bind(number.call_flow_id.to_string())
         .bind(&number.name)
         .bind(&number.tm_create)
+        .bind(&number.tm_update)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_violation(e, "number"))?;
@@ -521,6 +750,29 @@ impl Store for SqliteStore {
         page: &Page,
     ) -> Result<Vec<NumberRecord>, StoreError> {
         self.page(scoped_sql!(page "numbers"), account, page, number_from_row)
+            .await
+    }
+
+    async fn update_number(&self, number: &NumberRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE numbers SET number = ?, display_number = ?, call_flow_id = ?, name = ?, \
+             tm_update = ? WHERE id = ? AND account_id = ?",
+        )
+        .bind(normalize_number(&number.number))
+        .bind(&number.number)
+        .bind(number.call_flow_id.to_string())
+        .bind(&number.name)
+        .bind(&number.tm_update)
+        .bind(number.id.to_string())
+        .bind(number.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "number"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_number(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        self.delete(scoped_sql!(delete "numbers"), account, id)
             .await
     }
 
@@ -981,6 +1233,249 @@ impl Store for SqliteStore {
         )
         .await
     }
+
+    async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhooks (id, account_id, name, uri, method, secret, event_types, status, \
+             consecutive_failures, paused_until, last_error, tm_create, tm_update) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(w.id.to_string())
+        .bind(w.account_id.to_string())
+        .bind(&w.name)
+        .bind(&w.uri)
+        .bind(&w.method)
+        .bind(&w.secret)
+        .bind(to_json(&w.event_types)?)
+        .bind(&w.status)
+        .bind(i64::from(w.consecutive_failures))
+        .bind(&w.paused_until)
+        .bind(&w.last_error)
+        .bind(&w.tm_create)
+        .bind(&w.tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "webhook"))?;
+        Ok(())
+    }
+
+    async fn webhook(&self, account: Uuid, id: Uuid) -> Result<Option<WebhookRecord>, StoreError> {
+        self.one(scoped_sql!(one "webhooks"), account, id, webhook_from_row)
+            .await
+    }
+
+    async fn list_webhooks(
+        &self,
+        account: Uuid,
+        page: &Page,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.page(
+            scoped_sql!(page "webhooks"),
+            account,
+            page,
+            webhook_from_row,
+        )
+        .await
+    }
+
+    async fn webhooks_of_account(&self, account: Uuid) -> Result<Vec<WebhookRecord>, StoreError> {
+        sqlx::query("SELECT * FROM webhooks WHERE account_id = ? ORDER BY tm_create, id")
+            .bind(account.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(webhook_from_row)
+            .collect()
+    }
+
+    async fn update_webhook(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET name = ?, uri = ?, method = ?, secret = ?, event_types = ?, \
+             status = ?, consecutive_failures = ?, paused_until = ?, last_error = ?, tm_update = ? \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&w.name)
+        .bind(&w.uri)
+        .bind(&w.method)
+        .bind(&w.secret)
+        .bind(to_json(&w.event_types)?)
+        .bind(&w.status)
+        .bind(i64::from(w.consecutive_failures))
+        .bind(&w.paused_until)
+        .bind(&w.last_error)
+        .bind(&w.tm_update)
+        .bind(w.id.to_string())
+        .bind(w.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query(scoped_sql!(delete "webhooks"))
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ? AND status = 'pending'")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for d in deliveries {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, account_id, webhook_id, event_id, event_type, \
+                 payload, status, attempts, next_attempt_at, last_status, last_error, attempt_log, \
+                 tm_create, tm_update, tm_delivered) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(d.id.to_string())
+            .bind(d.account_id.to_string())
+            .bind(d.webhook_id.to_string())
+            .bind(d.event_id.to_string())
+            .bind(&d.event_type)
+            .bind(&d.payload)
+            .bind(&d.status)
+            .bind(i64::from(d.attempts))
+            .bind(d.next_attempt_at)
+            .bind(d.last_status.map(i64::from))
+            .bind(&d.last_error)
+            .bind(d.attempt_log.to_string())
+            .bind(&d.tm_create)
+            .bind(&d.tm_update)
+            .bind(&d.tm_delivered)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_violation(e, "delivery"))?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at, tm_create, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+    }
+
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn update_delivery(&self, d: &DeliveryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, \
+             last_status = ?, last_error = ?, attempt_log = ?, tm_update = ?, tm_delivered = ? \
+             WHERE id = ?",
+        )
+        .bind(&d.status)
+        .bind(i64::from(d.attempts))
+        .bind(d.next_attempt_at)
+        .bind(d.last_status.map(i64::from))
+        .bind(&d.last_error)
+        .bind(d.attempt_log.to_string())
+        .bind(&d.tm_update)
+        .bind(&d.tm_delivered)
+        .bind(d.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn retry_deliveries_now(&self, webhook: Uuid, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = ? \
+             WHERE webhook_id = ? AND status = 'pending' AND next_attempt_at > ?",
+        )
+        .bind(now_ms)
+        .bind(webhook.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delivery(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.one(
+            scoped_sql!(one "webhook_deliveries"),
+            account,
+            id,
+            delivery_from_row,
+        )
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        account: Uuid,
+        webhook: Option<Uuid>,
+        page: &Page,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let Some(webhook) = webhook else {
+            return self
+                .page(
+                    scoped_sql!(page "webhook_deliveries"),
+                    account,
+                    page,
+                    delivery_from_row,
+                )
+                .await;
+        };
+        let (tm, id) = cursor(page);
+        sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE account_id = ? AND webhook_id = ? AND \
+             (tm_create < ? OR (tm_create = ? AND id < ?)) ORDER BY tm_create DESC, id DESC LIMIT ?",
+        )
+        .bind(account.to_string())
+        .bind(webhook.to_string())
+        .bind(&tm)
+        .bind(&tm)
+        .bind(&id)
+        .bind(i64::from(page.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1075,6 +1570,7 @@ mod tests {
             call_flow_id: Uuid::new_v4(),
             name: String::new(),
             tm_create: NOW.into(),
+            tm_update: NOW.into(),
         };
         s.create_number(&n).await.unwrap();
         assert_eq!(
@@ -1410,8 +1906,22 @@ mod tests {
         // A database as the previous release left it: migrations 1 to 3, with data.
         let old = SqliteStore::connect(&url).await.unwrap();
         old.migrate(&MIGRATIONS[..3]).await.unwrap();
-        let a = account(&old).await;
-        let c = call(a.id, NOW);
+        // The account and token as the old schema kept them.
+        let account_id = Uuid::new_v4();
+        sqlx::query("INSERT INTO accounts (id, name, tm_create) VALUES (?, 'default', ?)")
+            .bind(account_id.to_string())
+            .bind(NOW)
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO api_tokens (token_hash, account_id, tm_create) VALUES (?, ?, ?)")
+            .bind(hash_token("old-token"))
+            .bind(account_id.to_string())
+            .bind(NOW)
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        let c = call(account_id, NOW);
         old.insert_call(&c).await.unwrap();
         assert!(
             sqlx::query("SELECT * FROM recordings")
@@ -1427,7 +1937,15 @@ mod tests {
                 .fetch_all(&s.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        // The old token still works, as the administrator's, and the account got its new
+        // columns.
+        let (a, token) = s.authenticate("old-token").await.unwrap().unwrap();
+        assert_eq!(a.id, account_id);
+        assert!(token.admin);
+        assert_eq!(token.name, "bootstrap");
+        assert_eq!(a.tm_update, NOW);
+        assert_eq!(a.limits, AccountLimits::default());
         assert_eq!(s.call(a.id, c.id).await.unwrap(), Some(c.clone()));
         let r = recording(a.id, c.id, NOW);
         s.create_recording(&r).await.unwrap();

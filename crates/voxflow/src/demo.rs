@@ -50,7 +50,8 @@ pub(crate) async fn ensure(store: &dyn Store, fresh_token: Option<&str>) -> anyh
             number: NUMBER.into(),
             call_flow_id: flow_id,
             name: "demo".into(),
-            tm_create: now,
+            tm_create: now.clone(),
+            tm_update: now,
         })
         .await?;
     tracing::info!(%flow_id, number = NUMBER, "demo flow created");

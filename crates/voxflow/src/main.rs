@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use store::Store;
 
 mod config;
 mod demo;
+mod redact;
 
 /// A programmable voice platform in one binary: SIP, RTP, call flows, REST API.
 #[derive(Parser)]
@@ -44,7 +45,8 @@ struct Serve {
     /// Directory for the database, recordings and caches (created if missing).
     #[arg(long, env = "VOXFLOW_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Database URL; default: SQLite file `voxflow.db` in the data dir.
+    /// Database URL: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB` (migrations run at
+    /// start); default: SQLite file `voxflow.db` in the data dir.
     #[arg(long, env = "VOXFLOW_DATABASE_URL")]
     database_url: Option<String>,
     /// On an empty database, create the first account with this API token (otherwise one is
@@ -104,9 +106,24 @@ struct Serve {
     /// authors or a test bench.
     #[arg(long, env = "VOXFLOW_ALLOW_PRIVATE_URLS", value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_urls: bool,
+    /// Seconds one webhook delivery attempt may take (connect to response head).
+    #[arg(long, env = "VOXFLOW_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    webhook_timeout: u64,
+    /// Longest wait between two attempts of a failing webhook delivery, seconds (retries start
+    /// at 1 s and double).
+    #[arg(long, env = "VOXFLOW_WEBHOOK_MAX_RETRY_DELAY", default_value_t = 60)]
+    webhook_max_retry_delay: u64,
+    /// First pause of a webhook target after 5 failures in a row, seconds (doubles while it
+    /// keeps failing, up to 10 minutes); deliveries wait, none are dropped.
+    #[arg(long, env = "VOXFLOW_WEBHOOK_BREAKER_PAUSE", default_value_t = 30)]
+    webhook_breaker_pause: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `voxflow_runtime=debug`.
     #[arg(long, env = "VOXFLOW_LOG", default_value = "info")]
     log: String,
+    /// Log phone numbers and SIP user parts as they are. By default they are masked in every
+    /// log line (`sip:***@host`, `+***67`); see `docs/configuration.md`.
+    #[arg(long, env = "VOXFLOW_LOG_PII", value_parser = clap::builder::BoolishValueParser::new())]
+    log_pii: bool,
 }
 
 #[derive(Subcommand)]
@@ -518,9 +535,15 @@ fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).context("bad --log filter")?,
         )
-        .with_writer(std::io::stderr)
+        .with_writer(redact::RedactingMakeWriter::new(
+            std::io::stderr,
+            args.log_pii,
+        ))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.log_pii {
+        tracing::warn!("--log-pii: phone numbers and SIP user parts are logged unmasked");
+    }
     raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -536,7 +559,7 @@ fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Ok(()) => tracing::debug!(soft_was = soft, now = hard, "raised the open files limit"),
             Err(e) => tracing::warn!(error = %e, soft, "could not raise the open files limit"),
         },
         Ok((soft, _)) => tracing::debug!(limit = soft, "open files limit"),
@@ -551,14 +574,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => format!("sqlite://{}", args.data_dir.join("voxflow.db").display()),
     };
-    if !url.starts_with("sqlite:") {
-        bail!("unsupported --database-url {url:?}: this build supports SQLite (sqlite://PATH)");
-    }
-    let store = Arc::new(
-        store::SqliteStore::open(&url)
-            .await
-            .context("opening the database")?,
-    );
+    let store = store::open(&url).await.context("opening the database")?;
     let closed = store.close_live_calls("restart", &store::utc_now()).await?;
     let lost = store
         .close_live_recordings("error: restart", &store::utc_now())
@@ -595,7 +611,7 @@ async fn run(args: Serve) -> anyhow::Result<()> {
         config::apply(&file, store.as_ref(), account.id).await?;
     }
 
-    let store_dyn: Arc<dyn Store> = store.clone();
+    let store_dyn: Arc<dyn Store> = Arc::clone(&store);
     let runtime = runtime::Runtime::start(
         runtime::Config {
             sip_listen: args.sip_listen,
@@ -619,6 +635,12 @@ async fn run(args: Serve) -> anyhow::Result<()> {
             flow_limits: flow::Limits {
                 max_executions: args.max_flow_executions,
                 ..flow::Limits::default()
+            },
+            webhooks: runtime::webhooks::WebhookConfig {
+                attempt_timeout: Duration::from_secs(args.webhook_timeout.max(1)),
+                max_retry_delay: Duration::from_secs(args.webhook_max_retry_delay.max(1)),
+                breaker_pause: Duration::from_secs(args.webhook_breaker_pause.max(1)),
+                ..runtime::webhooks::WebhookConfig::default()
             },
         },
         store_dyn.clone(),

@@ -125,7 +125,8 @@ impl Rig {
                 number: number.into(),
                 call_flow_id: flow_id,
                 name: String::new(),
-                tm_create: now,
+                tm_create: now.clone(),
+                tm_update: now,
             })
             .await
             .unwrap();
