@@ -261,6 +261,8 @@ def steps(rep, ctx: Context, name: str, servers: list, admin, sink: Sink,
     rep.check(f"{name}: another account's list does not show it",
               all(c.get("id") != call_id for c in listed.get("result", [])), "")
 
+    inject_case(rep, ctx, name, user, admin)
+
     # The target goes down: events queue (pending, retried), the server is killed mid-queue
     # and restarted, the target comes back: every one arrives.
     sink.down()
@@ -321,6 +323,44 @@ def steps(rep, ctx: Context, name: str, servers: list, admin, sink: Sink,
                             f"{status} {json.dumps(reply)[:200]}")
     rep.check(f"{name}: broken bodies get 400 naming the field", not problems,
               "; ".join(problems))
+
+
+def inject_case(rep, ctx: Context, name: str, user, admin) -> None:
+    """Actions injected into a live call run at once: a call parked in a 30 s sleep says
+    goodbye and hangs up as soon as they arrive."""
+    port = ctx.ports.sip_port()
+    record = os.path.join(ctx.out, f"{name}_inject.wav")
+    proc = harness.start_callee(port, "answer", record, rtp_port=ctx.ports.media_port(),
+                                timeout=40, log_file=os.path.join(ctx.out, f"{name}.inject.log"))
+    if not harness.wait_udp_bound(port, 10, proc):
+        rep.check(f"{name}: inject callee listens", False,
+                  json.dumps(harness.finish_callee(proc, 5)))
+        return
+    placed = user.call("POST", "/v1.0/calls", {
+        "source": {"type": "tel", "target": "+15550100"},
+        "destinations": [{"type": "sip", "target": f"sip:bob@127.0.0.1:{port}"}],
+        "actions": [{"type": "answer"}, {"type": "sleep", "option": {"duration": 30000}},
+                    {"type": "talk", "option": {"text": "too late"}}]})
+    call_id = placed[0]["id"]
+    answered = wait_api(user, f"/v1.0/calls/{call_id}",
+                        lambda c: c.get("status") == "progressing", 15)
+    body = {"actions": [{"type": "talk", "option": {"text": "goodbye"}}, {"type": "hangup"}]}
+    foreign = raw(ctx.ports.http2, admin.token, "POST", f"/v1.0/calls/{call_id}/actions", body)
+    started = time.monotonic()
+    status, flow = raw(ctx.ports.http2, user.token, "POST", f"/v1.0/calls/{call_id}/actions",
+                       body)
+    ended = wait_api(user, f"/v1.0/calls/{call_id}", lambda c: c.get("status") == "hangup", 20)
+    took = time.monotonic() - started
+    res = harness.finish_callee(proc, 30)
+    rep.check(f"{name}: another account cannot inject into the call (404)",
+              foreign[0] == 404, f"{foreign}")
+    rep.check(f"{name}: actions injected into a live call run at once",
+              answered and status == 200 and ended and took < 15
+              and res.get("hung_up_by") == "remote",
+              f"answered {answered}; HTTP {status} {json.dumps(flow)[:300]}; ended {ended} "
+              f"after {took:.1f}s; callee {json.dumps(res)[:200]}")
+    late = raw(ctx.ports.http2, user.token, "POST", f"/v1.0/calls/{call_id}/actions", body)
+    rep.check(f"{name}: injecting into an ended call is a 409", late[0] == 409, f"{late}")
 
 
 def raw(port: int, token: str, method: str, path: str, body) -> tuple[int, Any]:

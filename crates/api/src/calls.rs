@@ -13,16 +13,25 @@ use crate::json::{List, Object, PageQuery, path_id};
 use crate::{ApiError, AppState};
 use runtime::views::CallView;
 
+/// The call `id` of `account` (404 for another account's: it does not exist for this one).
+async fn owned(
+    state: &AppState,
+    account: uuid::Uuid,
+    id: &str,
+) -> Result<store::CallRecord, ApiError> {
+    state
+        .store
+        .call(account, path_id(id)?)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
 pub(crate) async fn get(
     State(state): State<AppState>,
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<CallView>, ApiError> {
-    let call = state
-        .store
-        .call(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let call = owned(&state, account.id, &id).await?;
     let recordings = state.store.recordings_of_call(account.id, call.id).await?;
     Ok(Json(CallView {
         recording_ids: Some(recordings.iter().map(|r| r.id).collect()),
@@ -106,6 +115,12 @@ pub(crate) async fn create(
         .unwrap_or(60);
     let (flow_id, actions) = match body.0.get("flow_id") {
         Some(serde_json::Value::Null) | None => (None, validated_actions(body.take("actions"))?),
+        Some(_) if body.0.get("actions").is_some_and(|a| !a.is_null()) => {
+            return Err(ApiError::field(
+                "actions",
+                "give flow_id or actions, not both",
+            ));
+        }
         Some(_) => {
             let id = body.uuid("flow_id")?;
             let flow = state.store.flow(account.id, id).await?;
@@ -159,12 +174,30 @@ pub(crate) async fn hangup(
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<CallView>, ApiError> {
-    let id = path_id(&id)?;
-    let call = state
-        .store
-        .call(account.id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state.engine.hangup(id);
+    let call = owned(&state, account.id, &id).await?;
+    state.engine.hangup(call.id);
     Ok(Json(call.into()))
+}
+
+/// `POST /v1.0/calls/{id}/actions` `{"actions": [...]}`: run these actions on the live call now.
+/// The action in progress is cut short (its prompt stops); when they are done the call's flow
+/// goes on after it. Answers the activeflow as it stands. 409 when the call is not in progress
+/// or its flow is in a step that cannot be interrupted (a `connect` bridge, AMD).
+pub(crate) async fn inject(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<runtime::views::ActiveflowView>, ApiError> {
+    let call = owned(&state, account.id, &id).await?;
+    let mut body = Object::parse(&body)?;
+    let actions = validated_actions(body.take("actions"))?;
+    let op = runtime::ActiveflowOp::Inject { actions };
+    match state.engine.activeflow(call.id, op).await {
+        Ok(record) => Ok(Json(record.into())),
+        Err(runtime::ActiveflowError::NotFound) => Err(ApiError::Conflict(
+            "the call is not in progress (or runs no flow)".into(),
+        )),
+        Err(runtime::ActiveflowError::Refused(why)) => Err(ApiError::Conflict(why)),
+    }
 }

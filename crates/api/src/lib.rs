@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/calls", get(calls::list).post(calls::create))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/calls/{id}/actions", post(calls::inject))
         .route("/v1.0/activeflows", get(activeflows::list))
         .route("/v1.0/activeflows/{id}", get(activeflows::get))
         .route("/v1.0/activeflows/{id}/stop", post(activeflows::stop))

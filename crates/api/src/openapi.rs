@@ -493,6 +493,12 @@ fn operations() -> Vec<Op> {
             .summary("Hang up a call")
             .describe("Asks the live call to hang up and answers the record as it stands (the hangup shows a moment later). A call already over is answered unchanged.")
             .one("Call"),
+        op("post", "/v1.0/calls/{id}/actions", "injectCallActions", "calls")
+            .summary("Run actions on a live call now")
+            .describe("The action in progress is cut short (its prompt stops), the given actions run, then the call's flow goes on after the interrupted action. Answers the call's activeflow. 409 when the call is not in progress or its flow is answering, starting a recording, bridged by `connect` or detecting an answering machine.")
+            .body(true, strict(&["actions"], json!({"actions": {"type": "array", "items": sref("Action"), "minItems": 1}})))
+            .one("Activeflow")
+            .fails(&[409]),
         // --- activeflows
         op("get", "/v1.0/activeflows", "listActiveflows", "activeflows")
             .summary("List flow runs")
@@ -898,9 +904,11 @@ fn call_schemas(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "Call".into(),
         object(
-            &["id", "customer_id", "flow_id", "direction", "status", "source", "destination", "hangup_reason", "hangup_by", "tm_create", "tm_ringing", "tm_progressing", "tm_hangup", "tm_update"],
+            &["id", "customer_id", "flow_id", "direction", "status", "source", "destination", "hangup_reason", "hangup_by", "duration_ms", "talk_duration_ms", "tm_create", "tm_ringing", "tm_progressing", "tm_hangup", "tm_update"],
             json!({
                 "id": uuid(), "customer_id": uuid(), "flow_id": uuid_or_null(),
+                "duration_ms": {"type": ["integer", "null"], "minimum": 0, "description": "From creation to hangup; null while live."},
+                "talk_duration_ms": {"type": ["integer", "null"], "minimum": 0, "description": "From answer to hangup; null while live or when never answered."},
                 "direction": one_of_text(&["incoming", "outgoing"], ""),
                 "status": one_of_text(&["dialing", "ringing", "progressing", "terminating", "canceling", "hangup"], "`progressing`: answered."),
                 "source": sref("Address"), "destination": sref("Address"),

@@ -664,3 +664,41 @@ async fn account_limits_refuse_calls_with_clear_errors() {
     .await;
     assert_eq!(status, StatusCode::OK, "the slot came back: {placed}");
 }
+
+#[tokio::test]
+async fn inject_checks_ownership_body_and_that_the_flow_runs() {
+    let app = app().await;
+    let (_, other) = new_account(&app, "other").await;
+    let body = json!({
+        "source": {"type": "tel", "target": "+15550100"},
+        "destinations": [{"type": "sip", "target": "sip:bob@127.0.0.1:9"}],
+        "actions": [{"type": "answer"}, {"type": "hangup"}],
+    });
+    let (status, placed) = send(&app, "POST", "/v1.0/calls", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{placed}");
+    let uri = format!("/v1.0/calls/{}/actions", placed[0]["id"].as_str().unwrap());
+    let good = json!({"actions": [{"type": "hangup"}]}).to_string();
+
+    let (status, _) = send_as(&app, &other, "POST", &uri, Some(&good)).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another account's call does not exist"
+    );
+    let bad = json!({"actions": [{"type": "goto", "option": {"target_id": "x"}}]});
+    let (status, err) = send(&app, "POST", &uri, Some(&bad.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["path"], "actions[0].option.target_id", "{err}");
+    // Still ringing (nobody answers at port 9): its flow has not started.
+    let (status, err) = send(&app, "POST", &uri, Some(&good)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["code"], "conflict");
+
+    // flow_id and actions together are ambiguous.
+    let (_, flow) = send(&app, "POST", "/v1.0/flows", Some(&ivr().to_string())).await;
+    let mut both = body.clone();
+    both["flow_id"] = flow["id"].clone();
+    let (status, err) = send(&app, "POST", "/v1.0/calls", Some(&both.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["path"], "actions");
+}

@@ -133,6 +133,29 @@ pub enum ContinueError {
     },
 }
 
+/// Why [`Interpreter::inject`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// The run has not started or is over.
+    #[error("the flow is not running")]
+    NotRunning,
+    /// The run is in a step that cannot be cut short (answering, starting a recording, a
+    /// `connect` bridge, answering machine detection); try again in a moment.
+    #[error("the flow is {0}; try again when it is done")]
+    Busy(&'static str),
+    /// The actions do not compile; the first error, with its path.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// JSON path of the bad field.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The run already has [`MAX_STACKS`] stacks.
+    #[error("more than {MAX_STACKS} stacks")]
+    TooDeep,
+}
+
 /// An intent for the shell, from [`Interpreter::poll_command`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -634,6 +657,43 @@ impl Interpreter {
             });
         }
         self.advance(now);
+        Ok(())
+    }
+
+    /// Run `actions` now (`POST /calls/{id}/actions`): the action in progress is cut short (its
+    /// media stops; a pending request or key collection is abandoned), the actions run as a new
+    /// stack, and the flow then goes on after the interrupted action.
+    pub fn inject(&mut self, now: Instant, actions: &Value) -> Result<(), InjectError> {
+        let busy = match self.state {
+            State::NotStarted | State::Finished => return Err(InjectError::NotRunning),
+            State::Answering => Some("answering the call"),
+            State::StartingRecording { .. } => Some("starting a recording"),
+            State::Connecting { .. } => Some("in a connect bridge"),
+            State::Detecting { .. } => Some("detecting an answering machine"),
+            _ => None,
+        };
+        if let Some(what) = busy {
+            return Err(InjectError::Busy(what));
+        }
+        let program = compile(actions).map_err(|diags| {
+            let first = diags.into_iter().find(|d| d.severity == Severity::Error);
+            InjectError::Invalid {
+                path: first.as_ref().map(|d| d.path.clone()).unwrap_or_default(),
+                message: first.map_or_else(|| "invalid actions".to_owned(), |d| d.message),
+            }
+        })?;
+        if self.frames.len() >= MAX_STACKS {
+            return Err(InjectError::TooDeep);
+        }
+        if let Some(media_id) = self.state.media_id() {
+            self.commands.push_back(Command::StopMedia { media_id });
+        }
+        let return_to = self.current.and_then(|i| self.top().program.next_index(i));
+        let first = (!program.is_empty()).then_some(0);
+        self.frames.push(Frame::new(Arc::new(program), return_to));
+        self.current = None;
+        self.state = State::NotStarted;
+        self.run_from(now, first);
         Ok(())
     }
 

@@ -167,7 +167,7 @@ pub use action::{
 pub use compile::{Diagnostic, Severity, assign_ids, compile, compile_without_call};
 pub use graph::{to_dot, to_mermaid};
 pub use interpreter::{
-    Command, ContinueError, EndReason, ExecutedAction, Input, Interpreter, Limits,
+    Command, ContinueError, EndReason, ExecutedAction, InjectError, Input, Interpreter, Limits,
 };
 pub use program::{Action, Program};
 pub use sim::{

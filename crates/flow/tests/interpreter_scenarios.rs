@@ -2088,3 +2088,54 @@ fn new_action_options_are_validated_with_paths() {
     .collect();
     assert_eq!(e, expected);
 }
+
+#[test]
+fn inject_cuts_the_current_action_short_and_returns_after_it() {
+    let flow = json!([
+        {"id": "a", "type": "talk", "option": {"text": "first"}},
+        {"id": "b", "type": "talk", "option": {"text": "second"}},
+    ]);
+    let mut run = Run::new(program(flow));
+    assert_eq!(run.input(0, Input::Start), [talk(1, "first")]);
+    let injected = json!([
+        {"id": "x", "type": "talk", "option": {"text": "news"}},
+        {"id": "y", "type": "variable_set", "option": {"key": "pushed", "value": "yes"}},
+    ]);
+    run.interp.inject(run.at(500), &injected).unwrap();
+    assert_eq!(
+        run.drain(),
+        [Command::StopMedia { media_id: 1 }, talk(2, "news")]
+    );
+    // The stopped talk's end is stale and ignored; the injected one's end goes on after "a".
+    assert_eq!(run.input(600, Input::MediaFinished { media_id: 1 }), []);
+    assert_eq!(
+        run.input(900, Input::MediaFinished { media_id: 2 }),
+        [talk(3, "second")]
+    );
+    assert_eq!(run.var("pushed"), Some("yes"));
+    assert_eq!(
+        run.input(1500, Input::MediaFinished { media_id: 3 }),
+        [finished(EndReason::Completed)]
+    );
+    assert_eq!(
+        run.interp.inject(run.at(1600), &injected),
+        Err(flow::InjectError::NotRunning)
+    );
+}
+
+#[test]
+fn inject_refuses_invalid_actions_with_their_path_and_changes_nothing() {
+    let mut run = Run::new(program(
+        json!([{"type": "sleep", "option": {"duration": 1000}}]),
+    ));
+    assert_eq!(run.input(0, Input::Start), []);
+    let bad = json!([{"type": "goto", "option": {"target_id": "nowhere"}}]);
+    match run.interp.inject(run.at(10), &bad) {
+        Err(flow::InjectError::Invalid { path, .. }) => {
+            assert!(path.ends_with("[0].option.target_id"), "{path}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(run.drain(), []);
+    assert_eq!(run.timeout(1000), [finished(EndReason::Completed)]);
+}

@@ -2369,6 +2369,17 @@ impl Call {
                     .map_err(|e| E::Refused(e.to_string()))?;
                 self.drain_flow().await;
             }
+            Op::Inject { actions } => {
+                let Some(interp) = self.interp.as_mut() else {
+                    return Err(E::NotFound);
+                };
+                interp
+                    .inject(now(), &actions)
+                    .map_err(|e| E::Refused(e.to_string()))?;
+                self.publish_progress();
+                self.drain_flow().await;
+                self.publish_progress();
+            }
         }
         self.activeflow_record().ok_or(E::NotFound)
     }

@@ -137,7 +137,7 @@ pub struct CallUpdate {
 }
 
 /// What the API may do to a live activeflow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ActiveflowOp {
     /// Read it.
     Get,
@@ -147,6 +147,12 @@ pub enum ActiveflowOp {
     Continue {
         /// The id of the block action it must be parked in.
         action_id: String,
+    },
+    /// Run these actions now, cutting the current action short; the flow then goes on after
+    /// it (`POST /calls/{id}/actions`). The actions are compiled again by the flow.
+    Inject {
+        /// The action array (ids assigned).
+        actions: serde_json::Value,
     },
 }
 

@@ -27,6 +27,10 @@ pub struct CallView {
     pub destination: Address,
     pub hangup_reason: String,
     pub hangup_by: String,
+    /// Creation to hangup, once ended.
+    pub duration_ms: Option<u64>,
+    /// Answer to hangup, once ended (None when never answered).
+    pub talk_duration_ms: Option<u64>,
     pub tm_create: String,
     pub tm_ringing: Option<String>,
     pub tm_progressing: Option<String>,
@@ -55,6 +59,8 @@ impl From<store::CallRecord> for CallView {
             },
             hangup_reason: c.hangup_reason,
             hangup_by: c.hangup_by,
+            duration_ms: between(Some(&c.tm_create), c.tm_hangup.as_deref()),
+            talk_duration_ms: between(c.tm_progressing.as_deref(), c.tm_hangup.as_deref()),
             tm_create: c.tm_create,
             tm_ringing: c.tm_ringing,
             tm_progressing: c.tm_progressing,
@@ -63,6 +69,15 @@ impl From<store::CallRecord> for CallView {
             recording_ids: None,
         }
     }
+}
+
+/// Milliseconds from `from` to `to` (UTC ISO-8601), when both are known.
+fn between(from: Option<&str>, to: Option<&str>) -> Option<u64> {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let span = parse(to?)? - parse(from?)?;
+    u64::try_from(span.whole_milliseconds()).ok()
 }
 
 /// An activeflow as the API shows it.
@@ -138,5 +153,32 @@ impl From<store::RecordingRecord> for RecordingView {
             tm_end: r.tm_end,
             tm_update: r.tm_update,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_call_durations_come_from_its_times() {
+        assert_eq!(
+            between(
+                Some("2026-11-22T10:00:00.000000Z"),
+                Some("2026-11-22T10:00:11.500000Z")
+            ),
+            Some(11_500)
+        );
+        assert_eq!(between(Some("2026-11-22T10:00:00.000000Z"), None), None);
+        assert_eq!(between(None, Some("2026-11-22T10:00:00.000000Z")), None);
+        assert_eq!(between(Some("garbage"), Some("2026-11-22T10:00:00Z")), None);
+        // A clock step backwards never gives a huge unsigned number.
+        assert_eq!(
+            between(
+                Some("2026-11-22T10:00:01.000000Z"),
+                Some("2026-11-22T10:00:00.000000Z")
+            ),
+            None
+        );
     }
 }
