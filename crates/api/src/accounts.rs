@@ -257,6 +257,18 @@ pub(crate) async fn delete_token(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_id(&id)?;
+    if !caller.token.admin {
+        let page = store::Page {
+            size: 1000,
+            after: None,
+        };
+        let tokens = state.store.list_tokens(caller.account.id, &page).await?;
+        if tokens.iter().any(|t| t.id == id && t.admin) {
+            return Err(ApiError::Forbidden(
+                "only an administrator may revoke an administrator's token".into(),
+            ));
+        }
+    }
     if !state.store.delete_token(caller.account.id, id).await? {
         return Err(ApiError::NotFound);
     }

@@ -395,8 +395,9 @@ fn operations() -> Vec<Op> {
             .fails(&[403]),
         op("delete", "/v1.0/tokens/{id}", "deleteToken", "accounts")
             .summary("Revoke an API token")
-            .describe("At once: the next request with it is a 401.")
-            .ok(200, "Revoked.", strict(&["id", "revoked"], json!({"id": uuid(), "revoked": {"type": "boolean", "const": true}}))),
+            .describe("At once: the next request with it is a 401. Only an administrator may revoke an administrator's token (403).")
+            .ok(200, "Revoked.", strict(&["id", "revoked"], json!({"id": uuid(), "revoked": {"type": "boolean", "const": true}})))
+            .fails(&[403]),
         // --- flows
         op("get", "/v1.0/flows", "listFlows", "flows")
             .summary("List flows")

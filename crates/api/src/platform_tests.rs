@@ -159,6 +159,11 @@ async fn tokens_are_listed_without_secrets_and_revoked_at_once() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nor revoke one.
+    let bootstrap = tokens.iter().find(|t| t["admin"] == true).unwrap()["id"].clone();
+    let uri_admin = format!("/v1.0/tokens/{}", bootstrap.as_str().unwrap());
+    let (status, _) = send_as(&app, &secret, "DELETE", &uri_admin, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 
     let uri = format!("/v1.0/tokens/{}", made["id"].as_str().unwrap());
     let (status, _) = send(&app, "DELETE", &uri, None).await;

@@ -327,6 +327,9 @@ async fn run(incoming: Incoming) {
     call.links.live = Some(live_tx);
     call.drive_flow(FlowInput::Start).await;
     call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
+    // Every way out of `run` should have closed the record; one that did not (a dialog that
+    // could not be formed, say) still ends it, so its account's call slot comes back.
+    call.set_hangup("failed", "local").await;
     call.close_activeflow().await;
     call.shared.live.remove(call.links.activeflow_id);
     if let Some(id) = call_id {
@@ -448,6 +451,7 @@ pub(crate) fn spawn_outgoing(outgoing: Outgoing) {
                 request: Box::new(call.invite.clone()),
             });
             call.run(inbox, media_rx, prepared_rx, tasks_rx).await;
+            call.set_hangup("failed", "local").await;
             call.close_activeflow().await;
             call.shared.live.remove(call.links.activeflow_id);
             call.shared.live.remove(call_id);
@@ -825,7 +829,10 @@ impl Call {
         };
         if let Err(e) = self.shared.store.insert_call(&record).await {
             tracing::error!(error = %e, "could not record the call");
-            self.shared.limits.release(record.account_id);
+            self.shared.limits.release(
+                record.account_id,
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
             self.reject(500);
             return false;
         }

@@ -258,7 +258,10 @@ impl Shared {
     /// A call record was written: tell the call watchers and the event stream.
     pub(crate) fn call_changed(&self, record: &store::CallRecord) {
         if self.bus.call_changed(record) {
-            self.limits.release(record.account_id);
+            self.limits.release(
+                record.account_id,
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
         }
         let _ = self.events.send(CallUpdate {
             record: record.clone(),

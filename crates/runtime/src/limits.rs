@@ -124,18 +124,23 @@ impl Limiter {
         Ok(())
     }
 
-    /// Give a slot back (the call ended, or never got going).
-    pub(crate) fn release(&self, account: Uuid) {
+    /// Give a slot back (the call ended, or never got going). The account's entry goes once
+    /// it has no live call and its rate window is over (`now_unix` is the current second), so
+    /// hanging up at once does not reset the per-second count.
+    pub(crate) fn release(&self, account: Uuid, now_unix: i64) {
         let mut usage = self
             .usage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = usage.get_mut(&account) {
             entry.live = entry.live.saturating_sub(1);
-            if entry.live == 0 {
+            if entry.live == 0 && entry.second < now_unix {
                 usage.remove(&account);
             }
         }
+        // Entries of idle accounts whose window is over (bounded by the accounts seen this
+        // second).
+        usage.retain(|_, u| u.live > 0 || u.second >= now_unix);
     }
 
     /// Live calls of `account`.
@@ -173,12 +178,12 @@ mod tests {
         assert_eq!(limiter.admit(&a, false, 0), Ok(()));
         assert_eq!(limiter.admit(&a, true, 0), Ok(()));
         assert_eq!(limiter.admit(&a, true, 0), Err(LimitError::Concurrent(2)));
-        limiter.release(a.id);
+        limiter.release(a.id, 0);
         assert_eq!(limiter.live(a.id), 1);
         assert_eq!(limiter.admit(&a, true, 1), Ok(()));
-        limiter.release(a.id);
-        limiter.release(a.id);
-        limiter.release(a.id);
+        limiter.release(a.id, 1);
+        limiter.release(a.id, 1);
+        limiter.release(a.id, 1);
         assert_eq!(limiter.live(a.id), 0);
     }
 
@@ -194,6 +199,14 @@ mod tests {
         assert_eq!(limiter.admit(&a, true, 10), Err(LimitError::Rate(2)));
         assert!(limiter.admit(&a, false, 10).is_ok(), "inbound is not rated");
         assert!(limiter.admit(&a, true, 11).is_ok(), "a new second");
+        assert!(limiter.admit(&a, true, 11).is_ok());
+        // Hanging up at once does not reset the count of this second.
+        for _ in 0..5 {
+            limiter.release(a.id, 11);
+        }
+        assert_eq!(limiter.live(a.id), 0);
+        assert_eq!(limiter.admit(&a, true, 11), Err(LimitError::Rate(2)));
+        assert!(limiter.admit(&a, true, 12).is_ok());
     }
 
     #[test]

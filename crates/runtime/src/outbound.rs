@@ -185,7 +185,7 @@ pub(crate) async fn originate(
     let unix = time::OffsetDateTime::now_utc().unix_timestamp();
     shared.limits.admit(&account, true, unix)?;
     if let Err(e) = shared.store.insert_call(&record).await {
-        shared.limits.release(account.id);
+        shared.limits.release(account.id, unix);
         return Err(OriginateError::Unavailable(e.to_string()));
     }
     shared.call_changed(&record);

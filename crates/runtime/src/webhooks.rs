@@ -128,12 +128,10 @@ pub fn retry_delay(config: &WebhookConfig, attempts: u32, jitter: f64) -> Durati
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
-/// The pause after the `pauses`-th consecutive trip of the breaker (1 for the first).
-fn breaker_pause(config: &WebhookConfig, failures: u32) -> Duration {
-    let trips = failures.saturating_sub(config.breaker_failures).min(16);
-    config
-        .breaker_pause
-        .saturating_mul(1u32 << trips)
+/// The next pause of a webhook: the first when it trips, then double the last (while probes
+/// keep failing), up to the cap.
+fn next_pause(config: &WebhookConfig, last: Option<Duration>) -> Duration {
+    last.map_or(config.breaker_pause, |last| last.saturating_mul(2))
         .min(config.max_breaker_pause)
 }
 
@@ -230,7 +228,8 @@ impl Webhooks {
             shared,
             config,
             in_flight: HashSet::new(),
-            probing: HashSet::new(),
+            probing: HashMap::new(),
+            pauses: HashMap::new(),
         };
         tokio::spawn(dispatcher.run(Arc::clone(&wake)));
         Webhooks { wake }
@@ -340,8 +339,10 @@ struct Dispatcher {
     config: WebhookConfig,
     /// Deliveries with an attempt on the wire.
     in_flight: HashSet<Uuid>,
-    /// Paused webhooks with their probe on the wire.
-    probing: HashSet<Uuid>,
+    /// Paused webhooks with their probe on the wire: webhook → the probe delivery.
+    probing: HashMap<Uuid, Uuid>,
+    /// The current pause of each paused webhook (doubles while probes fail).
+    pauses: HashMap<Uuid, Duration>,
 }
 
 struct Attempted {
@@ -415,14 +416,19 @@ impl Dispatcher {
                     .as_deref()
                     .and_then(parse_utc_ms)
                     .unwrap_or(now);
-                if until > now || self.probing.contains(&webhook.id) {
+                if until > now || self.probing.contains_key(&webhook.id) {
                     // Held back: due again when the pause ends (or shortly after the probe).
                     delivery.next_attempt_at = until.max(now + 1000);
                     self.store.update_delivery(&delivery).await?;
                     continue;
                 }
-                self.probing.insert(webhook.id);
+                self.probing.insert(webhook.id, delivery.id);
             }
+            // Not due again while the attempt is on the wire (the outbox is not read as due
+            // in a loop, and a restart mid-attempt retries it after the lease).
+            let lease = i64::try_from(self.config.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
+            delivery.next_attempt_at = now.saturating_add(lease).saturating_add(1000);
+            self.store.update_delivery(&delivery).await?;
             self.in_flight.insert(delivery.id);
             let http = self.shared.http.clone();
             let config = self.config;
@@ -455,7 +461,10 @@ impl Dispatcher {
             duration,
         } = done;
         self.in_flight.remove(&delivery.id);
-        let probe = self.probing.remove(&webhook.id);
+        let probe = self.probing.get(&webhook.id) == Some(&delivery.id);
+        if probe {
+            self.probing.remove(&webhook.id);
+        }
         let now = now_ms();
         let tm = utc_ms(now);
         delivery.attempts += 1;
@@ -512,15 +521,19 @@ impl Dispatcher {
         let succeeded = matches!(outcome, Outcome::Delivered(_));
         let counted = !matches!(outcome, Outcome::Fail(None, _)) || probe;
         if counted {
-            self.update_breaker(webhook, succeeded, &error, now).await;
+            self.update_breaker(webhook, succeeded, probe, &error, now)
+                .await;
         }
     }
 
-    /// Count a success or failure against the webhook; trip or reset its breaker.
+    /// Count a success or failure against the webhook; trip or reset its breaker. While a
+    /// webhook is paused only its probe's failure counts (attempts that were already on the
+    /// wire when it tripped do not stretch the pause); any success resumes it.
     async fn update_breaker(
         &mut self,
         seen: store::WebhookRecord,
         succeeded: bool,
+        probe: bool,
         error: &str,
         now: i64,
     ) {
@@ -541,11 +554,21 @@ impl Dispatcher {
             webhook.consecutive_failures = 0;
             webhook.status = store::WebhookRecord::ACTIVE.into();
             webhook.paused_until = None;
+            self.pauses.remove(&webhook.id);
+        } else if was_paused && !probe {
+            return;
         } else {
             webhook.consecutive_failures = webhook.consecutive_failures.saturating_add(1);
             webhook.last_error = error.to_owned();
-            if webhook.consecutive_failures >= self.config.breaker_failures {
-                let pause = breaker_pause(&self.config, webhook.consecutive_failures);
+            let trips = !was_paused && webhook.consecutive_failures >= self.config.breaker_failures;
+            if trips || was_paused {
+                let last = if was_paused {
+                    self.pauses.get(&webhook.id).copied()
+                } else {
+                    None
+                };
+                let pause = next_pause(&self.config, last);
+                self.pauses.insert(webhook.id, pause);
                 let until = now + i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
                 webhook.status = store::WebhookRecord::PAUSED.into();
                 webhook.paused_until = Some(utc_ms(until));
@@ -642,9 +665,15 @@ mod tests {
     #[test]
     fn webhooks_breaker_pause_doubles_to_its_cap() {
         let config = WebhookConfig::default();
-        assert_eq!(breaker_pause(&config, 5), Duration::from_secs(30));
-        assert_eq!(breaker_pause(&config, 6), Duration::from_secs(60));
-        assert_eq!(breaker_pause(&config, 40), Duration::from_secs(600));
+        assert_eq!(next_pause(&config, None), Duration::from_secs(30));
+        assert_eq!(
+            next_pause(&config, Some(Duration::from_secs(30))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            next_pause(&config, Some(Duration::from_secs(480))),
+            Duration::from_secs(600)
+        );
     }
 
     #[test]
