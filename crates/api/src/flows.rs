@@ -90,10 +90,9 @@ struct FlowFields {
 async fn read_fields(
     state: &AppState,
     account: Uuid,
-    body: &Bytes,
+    mut body: Object,
     id: Option<Uuid>,
 ) -> Result<FlowFields, ApiError> {
-    let mut body = Object::parse(body)?;
     let name = body.opt_string("name")?;
     let detail = body.opt_string("detail")?;
     let actions = validated_actions(body.take("actions"))?;
@@ -125,12 +124,21 @@ async fn read_fields(
     })
 }
 
+/// The flow `id` of `account` (404 for another account's: it does not exist for this one).
+async fn owned(state: &AppState, account: Uuid, id: &str) -> Result<store::FlowRecord, ApiError> {
+    state
+        .store
+        .flow(account, path_id(id)?)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
 pub(crate) async fn create(
     State(state): State<AppState>,
     Auth(account): Auth,
     body: Bytes,
 ) -> Result<Json<FlowView>, ApiError> {
-    let fields = read_fields(&state, account.id, &body, None).await?;
+    let fields = read_fields(&state, account.id, Object::parse(&body)?, None).await?;
     let now = store::utc_now();
     let record = store::FlowRecord {
         id: Uuid::new_v4(),
@@ -154,18 +162,15 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<FlowView>, ApiError> {
-    let mut flow = state
-        .store
-        .flow(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let present = Object::parse(&body)?;
-    let fields = read_fields(&state, account.id, &body, Some(flow.id)).await?;
+    let mut flow = owned(&state, account.id, &id).await?;
+    let body = Object::parse(&body)?;
     // name and detail left out keep their value; actions are always given in full.
-    if present.0.contains_key("name") {
+    let (has_name, has_detail) = (body.0.contains_key("name"), body.0.contains_key("detail"));
+    let fields = read_fields(&state, account.id, body, Some(flow.id)).await?;
+    if has_name {
         flow.name = fields.name;
     }
-    if present.0.contains_key("detail") {
+    if has_detail {
         flow.detail = fields.detail;
     }
     flow.actions = fields.actions;
@@ -183,11 +188,7 @@ pub(crate) async fn delete(
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<FlowView>, ApiError> {
-    let flow = state
-        .store
-        .flow(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let flow = owned(&state, account.id, &id).await?;
     if !state.store.delete_flow(account.id, flow.id).await? {
         return Err(ApiError::NotFound);
     }
@@ -199,11 +200,7 @@ pub(crate) async fn get(
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<FlowView>, ApiError> {
-    let flow = state
-        .store
-        .flow(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let flow = owned(&state, account.id, &id).await?;
     Ok(Json(flow.into()))
 }
 

@@ -79,6 +79,15 @@ async fn read_fields(
     Ok((number, call_flow_id, name))
 }
 
+/// The number `id` of `account` (404 for another account's).
+async fn owned(state: &AppState, account: Uuid, id: &str) -> Result<store::NumberRecord, ApiError> {
+    state
+        .store
+        .number(account, path_id(id)?)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
 pub(crate) async fn create(
     State(state): State<AppState>,
     Auth(account): Auth,
@@ -107,11 +116,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<NumberView>, ApiError> {
-    let mut record = state
-        .store
-        .number(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let mut record = owned(&state, account.id, &id).await?;
     let (number, call_flow_id, name) =
         read_fields(&state, account.id, &body, Some(&record)).await?;
     record.number = number;
@@ -130,11 +135,7 @@ pub(crate) async fn delete(
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<NumberView>, ApiError> {
-    let record = state
-        .store
-        .number(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let record = owned(&state, account.id, &id).await?;
     if !state.store.delete_number(account.id, record.id).await? {
         return Err(ApiError::NotFound);
     }
@@ -146,11 +147,7 @@ pub(crate) async fn get(
     Auth(account): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<NumberView>, ApiError> {
-    let n = state
-        .store
-        .number(account.id, path_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let n = owned(&state, account.id, &id).await?;
     Ok(Json(n.into()))
 }
 
