@@ -5,6 +5,7 @@
 
 /// Encodes one 16-bit linear sample as µ-law.
 #[must_use]
+#[inline]
 pub fn ulaw_encode(sample: i16) -> u8 {
     let mut magnitude = i32::from(sample);
     let sign: u8 = if magnitude < 0 {
@@ -22,6 +23,7 @@ pub fn ulaw_encode(sample: i16) -> u8 {
 
 /// Decodes one µ-law byte to a 16-bit linear sample.
 #[must_use]
+#[inline]
 pub fn ulaw_decode(byte: u8) -> i16 {
     ULAW_DECODE[byte as usize]
 }
@@ -63,6 +65,7 @@ const fn ulaw_decode_computed(byte: u8) -> i16 {
 
 /// Encodes one 16-bit linear sample as A-law.
 #[must_use]
+#[inline]
 pub fn alaw_encode(sample: i16) -> u8 {
     // A-law works on 13-bit magnitudes.
     let value = i32::from(sample) >> 3;
@@ -84,6 +87,7 @@ pub fn alaw_encode(sample: i16) -> u8 {
 
 /// Decodes one A-law byte to a 16-bit linear sample.
 #[must_use]
+#[inline]
 pub fn alaw_decode(byte: u8) -> i16 {
     ALAW_DECODE[byte as usize]
 }

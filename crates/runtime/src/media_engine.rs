@@ -26,7 +26,13 @@ use crate::metrics::{FLUSH_EVERY_TICKS, MediaCounters, RtpAccount, RtpCounts};
 use crate::recording::{Recorder, RecordingEnd};
 
 /// How often every session is serviced: one G.711 packet of 20 ms.
-const TICK: Duration = Duration::from_millis(20);
+const TICK_MS: u64 = 20;
+/// Each tick is cut into this many phases; a session is serviced in one of them (its `phase`),
+/// so a worker wakes every 5 ms for a quarter of its sessions. A phase's work is a quarter of a
+/// tick's, so how late a session's packet leaves within it varies four times less with the load.
+const PHASES: u8 = 4;
+/// The worker's wake-up period: one phase.
+const PHASE_TICK: Duration = Duration::from_millis(TICK_MS / PHASES as u64);
 /// A worker more than this far behind re-anchors its clock instead of bursting packets.
 const MAX_LAG: Duration = Duration::from_millis(200);
 /// Datagrams read per session per tick at most (a flood cannot starve the other sessions).
@@ -405,6 +411,8 @@ struct Slot {
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
     recorder: Option<Box<Recorder>>,
+    /// Which phase of the tick services this session (bridge partners share one).
+    phase: u8,
     /// The session this one is bridged with.
     bridged_with: Option<u64>,
     /// Keys the peer pressed this tick, to send on to the bridged session.
@@ -431,12 +439,15 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
     let mut sessions: HashMap<u64, Slot> = HashMap::new();
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
-    // Bridged pairs of this tick (each once, smaller key first); reused every tick.
+    // Bridged pairs of this phase (each once, smaller key first); reused every phase.
     let mut bridged: Vec<(u64, u64)> = Vec::new();
     let mut deadline = Instant::now();
-    let mut tick: u64 = 0;
+    // Phases run so far; `phases / PHASES` counts whole ticks.
+    let mut phases: u64 = 0;
     loop {
-        tick += 1;
+        let phase = (phases % u64::from(PHASES)) as u8;
+        let tick = phases / u64::from(PHASES);
+        phases += 1;
         let ntp = ntp_now();
         loop {
             match commands.try_recv() {
@@ -447,31 +458,34 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
         }
         let rtcp_turn = tick % RTCP_READ_EVERY;
         bridged.clear();
-        let flush = tick.is_multiple_of(FLUSH_EVERY_TICKS);
+        let flush = phase == 0 && tick.is_multiple_of(FLUSH_EVERY_TICKS);
         let mut counts = RtpCounts::default();
         for (key, slot) in &mut sessions {
+            if flush {
+                counts += slot.rtp.take_delta(&slot.session);
+            }
+            if slot.phase != phase {
+                continue;
+            }
             let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
             if let Some(other) = slot.bridged_with.filter(|other| key < other) {
                 bridged.push((*key, other));
-            }
-            if flush {
-                counts += slot.rtp.take_delta(&slot.session);
             }
         }
         if flush {
             counters.add(&counts);
         }
         exchange_bridged(&mut sessions, &bridged);
-        deadline += TICK;
+        deadline += PHASE_TICK;
         let now = Instant::now();
         counters.tick(index, now, sessions.len());
         if let Some(wait) = deadline.checked_duration_since(now) {
-            // Block on the command channel until the next tick: a new call is attached at once.
+            // Block on the command channel until the next phase: a new call is attached at once.
             match commands.recv_timeout(wait) {
                 Ok(cmd) => {
                     apply(&mut sessions, cmd, counters);
-                    // Drain the rest and sleep out the tick.
+                    // Drain the rest and sleep out the phase.
                     while let Ok(cmd) = commands.try_recv() {
                         apply(&mut sessions, cmd, counters);
                     }
@@ -495,6 +509,19 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
     }
 }
 
+/// The phase with the fewest sessions, for a new one.
+fn quietest_phase(sessions: &HashMap<u64, Slot>) -> u8 {
+    let mut load = [0usize; PHASES as usize];
+    for slot in sessions.values() {
+        if let Some(n) = load.get_mut(usize::from(slot.phase)) {
+            *n += 1;
+        }
+    }
+    (0..PHASES)
+        .min_by_key(|p| load.get(usize::from(*p)).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
 fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &MediaCounters) {
     match cmd {
         WorkerCommand::Attach {
@@ -503,6 +530,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
             session,
             events,
         } => {
+            let phase = quietest_phase(sessions);
             sessions.insert(
                 key,
                 Slot {
@@ -510,6 +538,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
                     session,
                     events,
                     recorder: None,
+                    phase,
                     bridged_with: None,
                     forward_dtmf: String::new(),
                     external: None,
@@ -607,6 +636,12 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
                     slot.bridged_with = Some(other);
                     slot.session.set_bridged(true);
                 }
+            }
+            // Partners are serviced in the same phase, so each frame crosses the bridge once.
+            if let Some(phase) = sessions.get(&a).map(|s| s.phase)
+                && let Some(slot) = sessions.get_mut(&b)
+            {
+                slot.phase = phase;
             }
         }
         WorkerCommand::Unbridge { key } => {
