@@ -19,6 +19,9 @@ the end):
            "#"), its file is a 2-channel 8 kHz WAV whose left channel holds the caller's
            sentence (hear.py) and whose right channel holds none of it; it ended by the key
            (end_reason "key") and does not contain the beep.
+  record-mp3  the same without beep or prompt, as `format: "mp3"`, `channels: 1`: the recording
+           becomes `ended` as mp3 with one channel, its file is served as audio/mpeg, and
+           decoded (lame --decode) it holds the caller's sentence.
   send     outbound calls with `digits_send` "1234#" (200 ms, 100 ms apart): a pjsua2 callee
            must get the keys once each as RFC 4733; a raw callee answering PCMU only (no
            telephone-event) must get no RFC 4733 packet and the five tones in its audio
@@ -72,6 +75,7 @@ MEDIA_PHRASES = [PLAY_WAV, PLAY_MP3, PLAY_OGG, ECHO_SAID, ECHO_DONE, REC_PROMPT,
 PLAY_NUMBER = "+15550110"
 ECHO_NUMBER = "+15550111"
 REC_NUMBER = "+15550112"
+REC_MP3_NUMBER = "+15550115"
 DTMF_NUMBER = "+15550113"
 STREAM_ECHO_NUMBER = "+15550114"
 TIMEOUT_NUMBER = "+15550120"  # on the second server
@@ -293,6 +297,15 @@ def record_flow() -> list[dict]:
             {"id": aid(), "type": "digits_receive",
              "option": {"key": "#", "length": 10, "duration": 12000}},
             talk(REC_DONE),
+            {"id": aid(), "type": "hangup"}]
+
+
+def record_mp3_flow() -> list[dict]:
+    return [{"id": aid(), "type": "answer"},
+            {"id": aid(), "type": "recording_start",
+             "option": {"format": "mp3", "channels": 1, "end_of_key": "#", "duration": 20}},
+            {"id": aid(), "type": "digits_receive",
+             "option": {"key": "#", "length": 10, "duration": 12000}},
             {"id": aid(), "type": "hangup"}]
 
 
@@ -624,6 +637,53 @@ def record_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -> No
             f"{hash_at}s for 200 ms)")
 
 
+def record_mp3_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -> None:
+    play_at = 1.0
+    hash_at = round(play_at + wav_seconds(files["rec_8k"]) + 0.6, 2)
+    res = harness.run_caller(
+        f"sip:{REC_MP3_NUMBER}@127.0.0.1:{ctx.ports.sip}", ctx.ports.sip_port(),
+        os.path.join(ctx.out, "media_record_mp3_caller.wav"), rtp_port=ctx.ports.media_port(),
+        timeout=30, play=files["rec_8k"], play_at=play_at, digits=f"#@{hash_at}",
+        from_user="e2e-record-mp3",
+        log_file=os.path.join(ctx.out, "media_record_mp3.pjsip.log"))
+    log(f"media record-mp3: {json.dumps(res)}")
+    c.check("media record-mp3: call connects, caller speaks and presses #",
+            res.get("connected") is True and res.get("digits_sent") == "#"
+            and "error" not in res, json.dumps(res))
+    rec, why = find_call(ctx, ctx.api, "e2e-record-mp3", 10)
+    if rec is None:
+        c.check("media record-mp3: call record", False, why)
+        return
+    # The file is encoded once the recording ends: the record says `recording` until then.
+    one, deadline = {}, time.monotonic() + 20
+    while time.monotonic() < deadline:
+        listed = ctx.api.call("GET", f"/v1.0/recordings?call_id={rec.get('id')}")
+        items = listed.get("result") if isinstance(listed, dict) else None
+        one = items[0] if isinstance(items, list) and len(items) == 1 else {}
+        if one.get("status") not in (None, "recording"):
+            break
+        time.sleep(0.1)  # polling a condition with a deadline
+    want = {"status": "ended", "format": "mp3", "channels": 1, "end_reason": "key"}
+    c.check("media record-mp3: the recording ended as mp3 with 1 channel (by the key)",
+            all(one.get(k) == v for k, v in want.items()), json.dumps(one))
+    if not one:
+        return
+    status, headers, body = get_bytes(ctx.api, f"/v1.0/recordings/{one.get('id')}/file")
+    mp3 = os.path.join(ctx.out, "media_record_file.mp3")
+    decoded = os.path.join(ctx.out, "media_record_mp3_decoded.wav")
+    with open(mp3, "wb") as f:
+        f.write(body)
+    try:
+        run_tool(["lame", "--quiet", "--decode", mp3, decoded])
+        heard, segs = heard_in(decoded, phrases)
+    except (OSError, subprocess.SubprocessError) as e:
+        heard, segs = [], f"lame --decode failed: {e}"
+    content_type = {k.lower(): v for k, v in headers.items()}.get("content-type")
+    c.check("media record-mp3: /file is audio/mpeg and, decoded, holds the caller's sentence",
+            status == 200 and content_type == "audio/mpeg" and heard == [REC_SAID],
+            f"HTTP {status} {content_type}; heard {heard} {segs}")
+
+
 def wav_seconds(path: str) -> float:
     with wave.open(path, "rb") as w:
         return w.getnframes() / w.getframerate()
@@ -829,6 +889,7 @@ def run(rep, ctx: Context) -> None:
                     (ECHO_NUMBER, "e2e echo", echo_flow("echo")),
                     (STREAM_ECHO_NUMBER, "e2e stream_echo", echo_flow("stream_echo")),
                     (REC_NUMBER, "e2e record", record_flow()),
+                    (REC_MP3_NUMBER, "e2e record mp3", record_mp3_flow()),
                     (DTMF_NUMBER, "e2e dtmf", dtmf_flow())):
                 bind_number(ctx.api, number, name, actions)
             ok, detail = True, ""
@@ -841,6 +902,7 @@ def run(rep, ctx: Context) -> None:
             ("play", play_case, (files, httpd, phrases)),
             ("echo", echo_case, (files, phrases)),
             ("record", record_case, (files, phrases)),
+            ("record-mp3", record_mp3_case, (files, phrases)),
             ("digits_send", send_cases, ()),
             ("dtmf", dtmf_cases, (files, phrases)),
             ("rtp-timeout", timeout_case, ()),

@@ -195,8 +195,13 @@ impl Op {
 
     /// A response with a body of `media` type.
     fn content(mut self, status: u16, description: &str, media: &str, schema: Value) -> Self {
-        let response = json!({"description": description, "content": {media: {"schema": schema}}});
-        self.responses.insert(status.to_string(), response);
+        let response = self
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| json!({"description": description, "content": {}}));
+        if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) {
+            content.insert(media.to_owned(), json!({"schema": schema}));
+        }
         self
     }
 
@@ -535,12 +540,16 @@ fn operations() -> Vec<Op> {
             .empty(204, "Deleted.")
             .fails(&[409]),
         op("get", "/v1.0/recordings/{id}/file", "getRecordingFile", "recordings")
-            .summary("Download the WAV file")
+            .summary("Download the recording's file (WAV, MP3 or OGG)")
             .describe("Streamed; one `Range: bytes=` range is honoured (several ranges or other units get the whole file). 409 while still recording; 404 also when the file is missing on this node.")
             .param(json!({"name": "Range", "in": "header", "required": false,
                           "schema": {"type": "string", "examples": ["bytes=0-1023"]}}))
-            .content(200, "The whole file (`Accept-Ranges: bytes`, `Content-Disposition: attachment`).", "audio/wav", json!({"type": "string", "contentMediaType": "audio/wav"}))
+            .content(200, "The whole file (`Accept-Ranges: bytes`, `Content-Disposition: attachment`), typed by the recording's `format`.", "audio/wav", json!({"type": "string", "contentMediaType": "audio/wav"}))
+            .content(200, "", "audio/mpeg", json!({"type": "string", "contentMediaType": "audio/mpeg"}))
+            .content(200, "", "audio/ogg", json!({"type": "string", "contentMediaType": "audio/ogg"}))
             .content(206, "The range asked for (`Content-Range`).", "audio/wav", json!({"type": "string", "contentMediaType": "audio/wav"}))
+            .content(206, "", "audio/mpeg", json!({"type": "string", "contentMediaType": "audio/mpeg"}))
+            .content(206, "", "audio/ogg", json!({"type": "string", "contentMediaType": "audio/ogg"}))
             .fails(&[409, 416]),
         // --- webhooks
         op("get", "/v1.0/webhooks", "listWebhooks", "webhooks")
@@ -979,7 +988,7 @@ fn call_schemas(schemas: &mut Map<String, Value>) {
             json!({
                 "id": uuid(), "customer_id": uuid(), "call_id": uuid(),
                 "status": one_of_text(&["recording", "ended", "failed"], ""),
-                "format": {"type": "string", "examples": ["wav"]},
+                "format": {"type": "string", "enum": ["wav", "mp3", "ogg"]},
                 "channels": int(""), "duration_ms": int(""), "end_reason": text(""),
                 "tm_start": time(), "tm_end": time_or_null(), "tm_update": time()
             }),

@@ -134,12 +134,20 @@ pub(crate) async fn file(
     let mut response = Body::new(FileBody::new(file, end - start)).into_response();
     *response.status_mut() = status;
     let out = response.headers_mut();
-    out.insert(CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    let (content_type, extension) = match recording.format.as_str() {
+        "mp3" => ("audio/mpeg", "mp3"),
+        "ogg" => ("audio/ogg", "ogg"),
+        _ => ("audio/wav", "wav"),
+    };
+    out.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     out.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
     out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(
         CONTENT_DISPOSITION,
-        header_value(format!("attachment; filename=\"{}.wav\"", recording.id)),
+        header_value(format!(
+            "attachment; filename=\"{}.{extension}\"",
+            recording.id
+        )),
     );
     if status == StatusCode::PARTIAL_CONTENT {
         out.insert(

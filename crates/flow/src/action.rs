@@ -740,6 +740,9 @@ pub(crate) struct RecordingStart {
     pub(crate) end_of_key: Option<RecordingEndKey>,
     pub(crate) max_duration: Option<Duration>,
     pub(crate) beep_start: bool,
+    /// 1: both directions mixed; 2: the caller left, what the caller hears right (our
+    /// extension, `channels`; default 2).
+    pub(crate) channels: u16,
     /// template; unset (`""` or the nil UUID after rendering) means none
     pub(crate) on_end_flow_id: String,
 }

@@ -806,6 +806,12 @@ fn parse_step(action_type: ActionType, o: &mut Options<'_, '_>) -> Option<Step> 
             };
             let max_duration = o.limit_seconds("duration");
             let beep_start = o.boolean("beep_start").unwrap_or(false);
+            let channels = o.ranged(
+                "channels",
+                1,
+                2,
+                "1 (mixed) or 2 (caller left, callee right)",
+            );
             let on_end_flow_id = o.string("on_end_flow_id").unwrap_or_default();
             Step::RecordingStart(RecordingStart {
                 format: format?,
@@ -813,6 +819,7 @@ fn parse_step(action_type: ActionType, o: &mut Options<'_, '_>) -> Option<Step> 
                 end_of_key,
                 max_duration,
                 beep_start,
+                channels: channels.map_or(2, |n| if n == 1 { 1 } else { 2 }),
                 on_end_flow_id,
             })
         }
@@ -1896,6 +1903,7 @@ mod tests {
                 {"type": "recording_start", "option": {"end_of_silence": -3, "duration": 1.5}},
                 {"type": "recording_start", "option": {"beep_start": "yes"}},
                 {"type": "recording_start", "option": {"on_end_flow_id": 7}},
+                {"type": "recording_start", "option": {"channels": 3}},
                 {"type": "recording_stop", "option": []},
             ])),
             vec![
@@ -1927,7 +1935,11 @@ mod tests {
                 ),
                 (p("actions[7].option.beep_start"), p("must be a boolean")),
                 (p("actions[8].option.on_end_flow_id"), p("must be a string")),
-                (p("actions[9].option"), p("must be an object")),
+                (
+                    p("actions[9].option.channels"),
+                    p("must be 1 (mixed) or 2 (caller left, callee right)")
+                ),
+                (p("actions[10].option"), p("must be an object")),
             ]
         );
     }
@@ -1938,7 +1950,7 @@ mod tests {
             {"type": "recording_start"},
             {"type": "recording_start", "option": {
                 "format": "mp3", "end_of_silence": 5, "end_of_key": "#", "duration": 120,
-                "beep_start": true, "on_end_flow_id": "${flow}"}},
+                "beep_start": true, "channels": 1, "on_end_flow_id": "${flow}"}},
             {"type": "recording_start", "option": {
                 "format": "", "end_of_silence": 0, "end_of_key": "none", "duration": 0}},
             {"type": "recording_start", "option": {"format": "ogg", "end_of_key": "any"}},
@@ -1953,6 +1965,7 @@ mod tests {
             end_of_key: None,
             max_duration: None,
             beep_start: false,
+            channels: 2,
             on_end_flow_id: String::new(),
         };
         assert_eq!(steps[0], &Step::RecordingStart(plain.clone()));
@@ -1964,6 +1977,7 @@ mod tests {
                 end_of_key: Some(RecordingEndKey::Hash),
                 max_duration: Some(Duration::from_secs(120)),
                 beep_start: true,
+                channels: 1,
                 on_end_flow_id: "${flow}".into(),
             })
         );

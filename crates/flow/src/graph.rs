@@ -551,6 +551,9 @@ fn recording_start(recording: &RecordingStart) -> String {
     if recording.beep_start {
         parts.push("beep".into());
     }
+    if recording.channels == 1 {
+        parts.push("mono".into());
+    }
     parts.join(", ")
 }
 

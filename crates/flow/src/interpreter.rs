@@ -229,6 +229,8 @@ pub enum Command {
         max_duration: Option<Duration>,
         /// Play the beep before recording starts.
         beep_start: bool,
+        /// 1: both directions mixed into one channel; 2: the caller left, the callee right.
+        channels: u16,
         /// The flow to run when the recording ends (after `${}` substitution); `None` if unset.
         on_end_flow_id: Option<String>,
     },
@@ -964,6 +966,7 @@ impl Interpreter {
                     end_of_key: start.end_of_key,
                     max_duration: start.max_duration,
                     beep_start: start.beep_start,
+                    channels: start.channels,
                     on_end_flow_id,
                 });
                 Flow::Wait(State::StartingRecording { media_id })

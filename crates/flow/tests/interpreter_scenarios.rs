@@ -1181,6 +1181,7 @@ fn voicemail_records_in_the_background() {
         end_of_key: Some(flow::RecordingEndKey::Hash),
         max_duration: Some(Duration::from_secs(120)),
         beep_start: true,
+        channels: 2,
         on_end_flow_id: Some("5e0c1cbe-0d44-4c1a-9df3-1d8e2c6a0f11".into()),
     };
     assert_eq!(
@@ -1250,6 +1251,7 @@ fn recording_start_failure_ends_the_flow() {
             end_of_key: Some(flow::RecordingEndKey::Any),
             max_duration: None,
             beep_start: false,
+            channels: 2,
             on_end_flow_id: None,
         }]
     );

@@ -1664,9 +1664,10 @@ impl Call {
             return failed("the call has no media to record".into());
         };
         let id = Uuid::new_v4();
+        let channels = request.channels.clamp(1, 2);
         let spec = RecordingSpec {
             path: recording::path_for(&self.shared.data_dir, id),
-            channels: 2,
+            channels,
             max_duration: request.max_duration,
             end_of_silence: request.end_of_silence,
         };
@@ -1683,8 +1684,8 @@ impl Call {
             account_id: call.account_id,
             call_id: call.id,
             status: store::RecordingRecord::RECORDING.to_owned(),
-            format: "wav".to_owned(),
-            channels: 2,
+            format: request.format.as_str().to_owned(),
+            channels,
             path: path.display().to_string(),
             duration_ms: 0,
             end_reason: String::new(),
@@ -1699,9 +1700,6 @@ impl Call {
             return failed(format!("could not store the recording: {e}"));
         }
         self.shared.bus.recording_changed(&record);
-        if request.format != RecordingFormat::Wav {
-            tracing::info!(format = ?request.format, "recording as WAV: no encoder for the format");
-        }
         if let Some(previous) = self.recording.take() {
             // One at a time: the running one ends; its recorder comes back as usual.
             media.stop_recording(RecordingEnd::Stopped);
@@ -1711,6 +1709,11 @@ impl Call {
             id,
             record,
             end_of_key: request.end_of_key,
+            encoding: match request.format {
+                RecordingFormat::Wav => None,
+                RecordingFormat::Mp3 => Some(recording::Encoding::Mp3),
+                RecordingFormat::Ogg => Some(recording::Encoding::Ogg),
+            },
         });
         if request.beep_start {
             media.play(BEEP_MEDIA_ID, media::tone::beep());
@@ -1752,11 +1755,23 @@ impl Call {
             pos.map(|pos| self.closing.swap_remove(pos))
         };
         let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
-        let Some(mut active) = active else {
+        let Some(active) = active else {
             return;
         };
-        let record = &mut active.record;
-        let now_text = store::utc_now();
+        let ActiveRecording {
+            mut record,
+            encoding,
+            ..
+        } = active;
+        let encoding = match finished {
+            Ok(Ok(duration))
+                if duration > std::time::Duration::ZERO
+                    && !matches!(end, RecordingEnd::Error(_)) =>
+            {
+                encoding
+            }
+            _ => None,
+        };
         match finished {
             Ok(Ok(duration)) => {
                 record.duration_ms = duration.as_millis() as u64;
@@ -1776,13 +1791,24 @@ impl Call {
                 record.end_reason = RecordingEnd::Error(e.to_string()).as_reason();
             }
         }
-        record.tm_end = Some(now_text.clone());
-        record.tm_update = now_text;
-        tracing::info!(recording = %id, reason = %record.end_reason, duration_ms = record.duration_ms, "recording ended");
-        if let Err(e) = self.shared.store.update_recording(record).await {
-            tracing::error!(error = %e, "could not update the recording");
-        }
-        self.shared.bus.recording_changed(record);
+        let shared = self.shared.clone();
+        let Some(encoding) = encoding else {
+            record.format = "wav".to_owned();
+            finish_record(&shared, record).await;
+            return;
+        };
+        // Encoding takes a while (a subprocess): off the call task, so the call goes on. The
+        // record says `recording` until the file is in its final format.
+        tokio::spawn(async move {
+            match recording::encode(std::path::Path::new(&record.path), encoding).await {
+                Ok(path) => record.path = path.display().to_string(),
+                Err(e) => {
+                    tracing::warn!(recording = %record.id, error = %e, "kept the recording as WAV");
+                    record.format = "wav".to_owned();
+                }
+            }
+            finish_record(&shared, record).await;
+        });
     }
 
     /// The call is over: a recording still running comes back from the worker once the media
@@ -2146,6 +2172,7 @@ impl Call {
                     end_of_key,
                     max_duration,
                     beep_start,
+                    channels,
                     on_end_flow_id: _,
                 } => {
                     self.answer().await;
@@ -2155,6 +2182,7 @@ impl Call {
                         end_of_key,
                         max_duration,
                         beep_start,
+                        channels,
                     };
                     if let Some(reply) = self.start_recording(media_id, request).await
                         && let Some(interp) = self.interp.as_mut()
@@ -2785,10 +2813,24 @@ const BEEP_MEDIA_ID: u64 = u64::MAX;
 const RECORDING_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A recording in progress.
+/// A recording's file is final: its record says so (store, then events).
+async fn finish_record(shared: &Shared, mut record: store::RecordingRecord) {
+    let now_text = store::utc_now();
+    record.tm_end = Some(now_text.clone());
+    record.tm_update = now_text;
+    tracing::info!(recording = %record.id, reason = %record.end_reason, duration_ms = record.duration_ms, format = %record.format, "recording ended");
+    if let Err(e) = shared.store.update_recording(&record).await {
+        tracing::error!(error = %e, "could not update the recording");
+    }
+    shared.bus.recording_changed(&record);
+}
+
 struct ActiveRecording {
     id: Uuid,
     record: store::RecordingRecord,
     end_of_key: Option<RecordingEndKey>,
+    /// The finished WAV is encoded to this (MP3, OGG) before the record says it ended.
+    encoding: Option<recording::Encoding>,
 }
 
 /// The options of a `recording_start`.
@@ -2798,6 +2840,7 @@ struct RecordingRequest {
     end_of_key: Option<RecordingEndKey>,
     max_duration: Option<std::time::Duration>,
     beep_start: bool,
+    channels: u16,
 }
 
 /// Whether the peer should be sending us RTP under this negotiation (not on hold).

@@ -170,9 +170,97 @@ impl Recorder {
     }
 }
 
-/// Where recording `id` lives under the data directory.
+/// Where recording `id` lives under the data directory (as WAV while it runs).
 pub(crate) fn path_for(data_dir: &Path, id: uuid::Uuid) -> PathBuf {
     data_dir.join("recordings").join(format!("{id}.wav"))
+}
+
+/// How long an encoder may take over one recording before it is killed.
+const ENCODE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A compressed format a finished WAV recording is turned into, by a program run as a
+/// subprocess (no MP3 or Vorbis encoder crate was kept; see docs/recordings.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// `lame`: MP3 (MPEG-2.5 layer III at 8 kHz), VBR quality 4.
+    Mp3,
+    /// `oggenc` (vorbis-tools): OGG/Vorbis, quality 4.
+    Ogg,
+}
+
+impl Encoding {
+    /// The program that encodes it.
+    pub(crate) fn program(self) -> &'static str {
+        match self {
+            Encoding::Mp3 => "lame",
+            Encoding::Ogg => "oggenc",
+        }
+    }
+
+    /// The format's name, file extension and the recording record's `format`.
+    pub(crate) fn extension(self) -> &'static str {
+        match self {
+            Encoding::Mp3 => "mp3",
+            Encoding::Ogg => "ogg",
+        }
+    }
+}
+
+/// Encodes the finished WAV at `wav` next to it (same name, the format's extension) and removes
+/// the WAV; returns the new path. On any failure the WAV is left as it is and the error says
+/// why (program missing, exit status and its message, timeout).
+pub(crate) async fn encode(wav: &Path, encoding: Encoding) -> Result<PathBuf, String> {
+    let out = wav.with_extension(encoding.extension());
+    let mut command = tokio::process::Command::new(encoding.program());
+    match encoding {
+        Encoding::Mp3 => command.args(["--quiet", "-V", "4"]).arg(wav).arg(&out),
+        Encoding::Ogg => command
+            .args(["--quiet", "-q", "4", "-o"])
+            .arg(&out)
+            .arg(wav),
+    };
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "{} is not installed (needed for {} recordings)",
+            encoding.program(),
+            encoding.extension()
+        ),
+        _ => format!("cannot run {}: {e}", encoding.program()),
+    })?;
+    let result = tokio::time::timeout(ENCODE_TIMEOUT, child.wait_with_output()).await;
+    let failure = match result {
+        Ok(Ok(output)) if output.status.success() => None,
+        Ok(Ok(output)) => {
+            let message = String::from_utf8_lossy(&output.stderr);
+            let message = message.trim();
+            Some(format!(
+                "{} failed ({}){}{}",
+                encoding.program(),
+                output.status,
+                if message.is_empty() { "" } else { ": " },
+                message.chars().take(300).collect::<String>()
+            ))
+        }
+        Ok(Err(e)) => Some(format!("{} failed: {e}", encoding.program())),
+        Err(_) => Some(format!(
+            "{} took longer than {} s",
+            encoding.program(),
+            ENCODE_TIMEOUT.as_secs()
+        )),
+    };
+    if let Some(failure) = failure {
+        let _ = tokio::fs::remove_file(&out).await;
+        return Err(failure);
+    }
+    if let Err(e) = tokio::fs::remove_file(wav).await {
+        tracing::warn!(path = %wav.display(), error = %e, "could not remove the WAV after encoding");
+    }
+    Ok(out)
 }
 
 fn to_io(e: hound::Error) -> std::io::Error {
@@ -271,6 +359,100 @@ mod tests {
             Some(RecordingEnd::Silence)
         );
         assert_eq!(rec.finish().unwrap(), Duration::from_millis(120));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Power of `freq` Hz in 8 kHz `samples` (Goertzel), for telling tones apart.
+    fn power_at(samples: &[i16], freq: f64) -> f64 {
+        let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &x in samples {
+            let s0 = f64::from(x) + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        s1 * s1 + s2 * s2 - coeff * s1 * s2
+    }
+
+    /// Whether `program` can run here; in CI (the test command installs it) it must.
+    fn have(program: &str) -> bool {
+        let found = std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok();
+        assert!(
+            found || std::env::var_os("CI").is_none(),
+            "{program} is missing; scripts/install-test-deps installs it"
+        );
+        if !found {
+            eprintln!("skipped: {program} is not installed");
+        }
+        found
+    }
+
+    /// A mono recording of a 2 s, 440 Hz tone, encoded by the real program and decoded again by
+    /// our own decoder (symphonia): the tone and its length survive, and the WAV is gone.
+    async fn encodes_and_decodes_back(encoding: Encoding) {
+        if !have(encoding.program()) {
+            return;
+        }
+        let dir = temp_dir(encoding.extension());
+        let spec = spec(&dir, 1);
+        let mut rec = Recorder::create(uuid::Uuid::new_v4(), &spec).unwrap();
+        let tone: Vec<i16> = (0..16_000)
+            .map(|n| {
+                let t = f64::from(n) / 8000.0;
+                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+            })
+            .collect();
+        for frame in tone.chunks(160) {
+            assert_eq!(rec.write(frame, &[0; 160]), None);
+        }
+        rec.finish().unwrap();
+        let out = encode(&spec.path, encoding).await.unwrap();
+        assert_eq!(out, spec.path.with_extension(encoding.extension()));
+        assert!(!spec.path.exists(), "the WAV is removed once encoded");
+        let bytes = std::fs::read(&out).unwrap();
+        let pcm = media::audio::decode(&bytes, Some(encoding.extension())).unwrap();
+        let secs = pcm.len() as f64 / 8000.0;
+        assert!((1.9..2.3).contains(&secs), "{secs} s decoded");
+        let middle = &pcm[2000..14_000];
+        assert!(
+            power_at(middle, 440.0) > 100.0 * power_at(middle, 1000.0),
+            "the 440 Hz tone survives encoding"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn mp3_recordings_are_encoded_by_lame() {
+        encodes_and_decodes_back(Encoding::Mp3).await;
+    }
+
+    #[tokio::test]
+    async fn ogg_recordings_are_encoded_by_oggenc() {
+        encodes_and_decodes_back(Encoding::Ogg).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_encoding_keeps_the_wav() {
+        let dir = temp_dir("broken");
+        // oggenc refuses a file that is not audio; lame reads anything as raw PCM, so it is
+        // given a file that is not there.
+        let broken = dir.join("broken.wav");
+        std::fs::write(&broken, b"not a wav file").unwrap();
+        for (encoding, wav) in [
+            (Encoding::Ogg, broken.clone()),
+            (Encoding::Mp3, dir.join("missing.wav")),
+        ] {
+            if !have(encoding.program()) {
+                continue;
+            }
+            let error = encode(&wav, encoding).await.unwrap_err();
+            assert!(error.contains(encoding.program()), "{error}");
+            assert!(!wav.with_extension(encoding.extension()).exists());
+        }
+        assert!(broken.exists(), "the WAV is kept");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
