@@ -19,9 +19,9 @@ the end):
            "#"), its file is a 2-channel 8 kHz WAV whose left channel holds the caller's
            sentence (hear.py) and whose right channel holds none of it; it ended by the key
            (end_reason "key") and does not contain the beep.
-  record-mp3  the same without beep or prompt, as `format: "mp3"`, `channels: 1`: the recording
-           becomes `ended` as mp3 with one channel, its file is served as audio/mpeg, and
-           decoded (lame --decode) it holds the caller's sentence.
+  record-mp3  the same without beep or prompt, as `format: "mp3"`, `channels: 1`: a signed
+           `recording_finished` webhook says it ended as mp3 with one channel, its file is
+           served as audio/mpeg, and decoded (lame --decode) it holds the caller's sentence.
   send     outbound calls with `digits_send` "1234#" (200 ms, 100 ms apart): a pjsua2 callee
            must get the keys once each as RFC 4733; a raw callee answering PCMU only (no
            telephone-event) must get no RFC 4733 packet and the five tones in its audio
@@ -638,6 +638,21 @@ def record_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -> No
 
 
 def record_mp3_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -> None:
+    from platform_cases import SECRET, Sink  # the signed-webhook receiver
+
+    # The file is encoded after the recording ends; `recording_finished` says when it is done.
+    sink = Sink(ctx.ports.media_port())
+    hook = ctx.api.call("POST", "/v1.0/webhooks", {
+        "uri": sink.url(), "secret": SECRET,
+        "event_types": ["recording_finished", "recording_failed"]})
+    try:
+        record_mp3_call(c, ctx, files, phrases, sink)
+    finally:
+        ctx.api.call("DELETE", f"/v1.0/webhooks/{hook.get('id')}")
+        sink.down()
+
+
+def record_mp3_call(c: Collect, ctx: Context, files: dict, phrases: list[str], sink) -> None:
     play_at = 1.0
     hash_at = round(play_at + wav_seconds(files["rec_8k"]) + 0.6, 2)
     res = harness.run_caller(
@@ -654,18 +669,17 @@ def record_mp3_case(c: Collect, ctx: Context, files: dict, phrases: list[str]) -
     if rec is None:
         c.check("media record-mp3: call record", False, why)
         return
-    # The file is encoded once the recording ends: the record says `recording` until then.
-    one, deadline = {}, time.monotonic() + 20
-    while time.monotonic() < deadline:
-        listed = ctx.api.call("GET", f"/v1.0/recordings?call_id={rec.get('id')}")
-        items = listed.get("result") if isinstance(listed, dict) else None
-        one = items[0] if isinstance(items, list) and len(items) == 1 else {}
-        if one.get("status") not in (None, "recording"):
-            break
-        time.sleep(0.1)  # polling a condition with a deadline
+
+    def ours(events: list[dict]) -> list[dict]:
+        return [e for e in events if (e.get("data") or {}).get("call_id") == rec.get("id")]
+
+    sink.wait(lambda events: bool(ours(events)), 30)
+    event = (ours(sink.events) or [{}])[0]
+    one = event.get("data") or {}
     want = {"status": "ended", "format": "mp3", "channels": 1, "end_reason": "key"}
-    c.check("media record-mp3: the recording ended as mp3 with 1 channel (by the key)",
-            all(one.get(k) == v for k, v in want.items()), json.dumps(one))
+    c.check("media record-mp3: recording_finished says ended, mp3, 1 channel (by the key)",
+            event.get("type") == "recording_finished"
+            and all(one.get(k) == v for k, v in want.items()), json.dumps(event))
     if not one:
         return
     status, headers, body = get_bytes(ctx.api, f"/v1.0/recordings/{one.get('id')}/file")
