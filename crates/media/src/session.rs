@@ -553,6 +553,12 @@ impl MediaSession {
         }
     }
 
+    /// Whether either direction is muted (see [`set_mute`](Self::set_mute)).
+    #[must_use]
+    pub fn is_muted(&self) -> bool {
+        self.mute_in || self.mute_out
+    }
+
     /// `mute`: `inbound` drops the peer's audio (its received frame becomes silence; DTMF is
     /// still detected), `outbound` sends silence to the peer (DTMF events still go).
     pub fn set_mute(&mut self, inbound: bool, outbound: bool) {

@@ -415,6 +415,13 @@ struct Slot {
     phase: u8,
     /// The session this one is bridged with.
     bridged_with: Option<u64>,
+    /// The bridge relays packets (same codec both sides, nothing that needs our own audio):
+    /// what the peer sends is queued here and sent on by the partner's session, unchanged but
+    /// for the header, after the phase. Both partners have it on or off together.
+    relaying: bool,
+    /// This phase's packets from the peer to relay: their bytes end to end, and each length.
+    relay_in: Vec<u8>,
+    relay_lens: Vec<usize>,
     /// Keys the peer pressed this tick, to send on to the bridged session.
     forward_dtmf: String,
     external: Option<Box<ExternalMedia>>,
@@ -476,7 +483,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
         if flush {
             counters.add(&counts);
         }
-        exchange_bridged(&mut sessions, &bridged);
+        exchange_bridged(&mut sessions, &bridged, &mut send_buf);
         deadline += PHASE_TICK;
         let now = Instant::now();
         counters.tick(index, now, sessions.len());
@@ -523,6 +530,9 @@ fn quietest_phase(sessions: &HashMap<u64, Slot>) -> u8 {
 }
 
 fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &MediaCounters) {
+    if let Some(key) = needs_own_audio(&cmd) {
+        end_relay(sessions, key);
+    }
     match cmd {
         WorkerCommand::Attach {
             key,
@@ -540,6 +550,9 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
                     recorder: None,
                     phase,
                     bridged_with: None,
+                    relaying: false,
+                    relay_in: Vec::new(),
+                    relay_lens: Vec::new(),
                     forward_dtmf: String::new(),
                     external: None,
                     amd: None,
@@ -643,6 +656,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
             {
                 slot.phase = phase;
             }
+            start_relay(sessions, a, b);
         }
         WorkerCommand::Unbridge { key } => {
             if let Some(other) = sessions.get(&key).and_then(|s| s.bridged_with) {
@@ -684,9 +698,75 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
     }
 }
 
+/// A command after which the session sends audio of its own (a prompt, keys, echo, a
+/// recording of what it sends, mute, external media): it cannot stay in a packet relay.
+fn needs_own_audio(cmd: &WorkerCommand) -> Option<u64> {
+    match cmd {
+        WorkerCommand::SendDigits { key, .. }
+        | WorkerCommand::Echo { key, .. }
+        | WorkerCommand::StartRecording { key, .. }
+        | WorkerCommand::Play { key, .. }
+        | WorkerCommand::Mute { key, .. }
+        | WorkerCommand::StartExternal { key, .. } => Some(*key),
+        _ => None,
+    }
+}
+
+/// Relay packets between two freshly bridged sessions when nothing needs the PCM bridge: the
+/// same codec both ways, telephone-event on both sides or on neither (so keys cross as they
+/// are), and no recording, mute or external media on either.
+fn start_relay(sessions: &mut HashMap<u64, Slot>, a: u64, b: u64) {
+    let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
+        return;
+    };
+    let (xc, yc) = (x.session.config(), y.session.config());
+    let allowed = x.session.can_relay_from(yc)
+        && y.session.can_relay_from(xc)
+        && xc.dtmf_payload_type.is_some() == yc.dtmf_payload_type.is_some()
+        && [&*x, &*y]
+            .iter()
+            .all(|s| s.recorder.is_none() && s.external.is_none() && !s.session.is_muted());
+    if !allowed {
+        return;
+    }
+    let (x_types, y_types) = (
+        (xc.payload_type, xc.dtmf_payload_type),
+        (yc.payload_type, yc.dtmf_payload_type),
+    );
+    // Each sends on what the other's peer sends, in its own payload types.
+    x.session.set_relaying(Some(y_types));
+    y.session.set_relaying(Some(x_types));
+    x.relaying = true;
+    y.relaying = true;
+    tracing::debug!(a, b, "bridge relays packets (same codec)");
+}
+
+/// Back from packet relay to the PCM bridge, for `key` and its partner (no-op unless relaying).
+fn end_relay(sessions: &mut HashMap<u64, Slot>, key: u64) {
+    let partner = sessions
+        .get(&key)
+        .filter(|s| s.relaying)
+        .and_then(|s| s.bridged_with);
+    for k in std::iter::once(key).chain(partner) {
+        if let Some(slot) = sessions.get_mut(&k) {
+            stop_relaying(slot);
+        }
+    }
+}
+
+fn stop_relaying(slot: &mut Slot) {
+    if slot.relaying {
+        slot.relaying = false;
+        slot.session.set_relaying(None);
+        slot.relay_in.clear();
+        slot.relay_lens.clear();
+    }
+}
+
 /// Take `key` out of its bridge (the partner is untouched).
 fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
     if let Some(slot) = sessions.get_mut(&key) {
+        stop_relaying(slot);
         slot.bridged_with = None;
         slot.forward_dtmf.clear();
         if slot.external.as_ref().is_none_or(|e| !e.receive) {
@@ -697,16 +777,44 @@ fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
 
 /// After a tick: each bridged session gets its partner's received audio for its next packet,
 /// and the keys its partner pressed.
-fn exchange_bridged(sessions: &mut HashMap<u64, Slot>, pairs: &[(u64, u64)]) {
+fn exchange_bridged(
+    sessions: &mut HashMap<u64, Slot>,
+    pairs: &[(u64, u64)],
+    send_buf: &mut Vec<u8>,
+) {
     for &(a, b) in pairs {
         let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
             continue;
         };
+        if x.relaying && y.relaying {
+            // Keys cross inside the relayed packets (RFC 4733, or in-band in the audio).
+            x.forward_dtmf.clear();
+            y.forward_dtmf.clear();
+            relay_queued(x, y, send_buf);
+            relay_queued(y, x, send_buf);
+            continue;
+        }
         x.session.set_bridge_frame(y.session.received_frame());
         y.session.set_bridge_frame(x.session.received_frame());
         forward_keys(x, y);
         forward_keys(y, x);
     }
+}
+
+/// The packets `from`'s peer sent this phase go to `to`'s peer, re-headed by `to`'s session.
+fn relay_queued(from: &mut Slot, to: &mut Slot, send_buf: &mut Vec<u8>) {
+    let mut start = 0;
+    for &len in &from.relay_lens {
+        let end = start + len;
+        if let Some(data) = from.relay_in.get(start..end)
+            && let Some(dest) = to.session.relay_packet(data, send_buf)
+        {
+            let _ = to.ports.rtp.send_to(send_buf, dest);
+        }
+        start = end;
+    }
+    from.relay_in.clear();
+    from.relay_lens.clear();
 }
 
 /// Keys pressed on `from`'s line go out as DTMF on `to`'s.
@@ -791,6 +899,14 @@ fn service(
             Ok((n, from)) => {
                 if let Some(data) = recv_buf.get(..n) {
                     slot.session.handle_rtp(from, data);
+                    // Only what the session accepted from its (latched) peer is relayed.
+                    if slot.relaying
+                        && slot.session.remote() == Some(from)
+                        && slot.relay_lens.len() < MAX_READS_PER_TICK
+                    {
+                        slot.relay_in.extend_from_slice(data);
+                        slot.relay_lens.push(n);
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -931,5 +1047,113 @@ mod tests {
         );
         drop(a);
         assert_eq!(alloc.bind().unwrap().local_addr().unwrap().port(), pa);
+    }
+
+    /// Two sessions on one worker, each with a peer socket on loopback.
+    struct Bridge {
+        _engine: MediaEngine,
+        a: MediaHandle,
+        b: MediaHandle,
+        peer_a: UdpSocket,
+        peer_b: UdpSocket,
+        to_a: SocketAddr,
+    }
+
+    fn bridge(codec_b: media::Codec) -> Bridge {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let engine = MediaEngine::start(1, ip, 41200, 41299).unwrap();
+        let peer_a = UdpSocket::bind((ip, 0)).unwrap();
+        let peer_b = UdpSocket::bind((ip, 0)).unwrap();
+        peer_b
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let attach = |peer: &UdpSocket, codec: media::Codec, ssrc: u32| {
+            let ports = engine.bind_rtp().unwrap();
+            let local = ports.rtp.local_addr().unwrap();
+            let config = media::SessionConfig {
+                codec,
+                payload_type: if codec == media::Codec::Pcmu { 0 } else { 8 },
+                dtmf_payload_type: Some(101),
+                ssrc,
+                initial_seq: 1,
+                initial_timestamp: 0,
+                remote: Some(peer.local_addr().unwrap()),
+                ptime_ms: 20,
+                rtp_timeout_ms: 0,
+            };
+            let handle = engine
+                .attach_on(Some(0), ports, MediaSession::new(config), events.clone())
+                .unwrap();
+            (handle, local)
+        };
+        let (a, to_a) = attach(&peer_a, media::Codec::Pcmu, 0xAAAA);
+        let (b, _) = attach(&peer_b, codec_b, 0xBBBB);
+        assert!(a.bridge(b.key(), b.worker_index()));
+        Bridge {
+            _engine: engine,
+            a,
+            b,
+            peer_a,
+            peer_b,
+            to_a,
+        }
+    }
+
+    /// Sends 10 ms PCMU packets (80 bytes: the PCM bridge only ever sends 160) from A's peer
+    /// until B's peer gets a packet with that payload, or `limit` packets of B's own went by
+    /// first. Returns the relayed packet, if one came.
+    fn relayed(bridge: &Bridge, fill: u8, limit: usize) -> Option<media::rtp::RtpHeader> {
+        let payload = [fill; 80];
+        let mut buf = [0u8; 1500];
+        let mut own = 0;
+        for seq in 0..limit as u16 {
+            let mut packet = Vec::new();
+            media::rtp::RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence_number: 7000 + seq,
+                timestamp: 80 * u32::from(seq),
+                ssrc: 0x1234,
+            }
+            .write(&mut packet);
+            packet.extend_from_slice(&payload);
+            bridge.peer_a.send_to(&packet, bridge.to_a).unwrap();
+            // Whatever B's peer gets next: a relayed packet or one B made itself.
+            let n = bridge.peer_b.recv(&mut buf).ok()?;
+            let got = media::rtp::RtpPacket::parse(&buf[..n]).ok()?;
+            if got.payload == payload {
+                return Some(got.header);
+            }
+            own += 1;
+            if own >= limit {
+                return None;
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_bridge_of_one_codec_relays_packets_unchanged_but_for_the_header() {
+        let bridge = bridge(media::Codec::Pcmu);
+        let header =
+            relayed(&bridge, 0x5A, 50).expect("A's packet reaches B's peer as it was sent");
+        assert_eq!(header.ssrc, 0xBBBB, "sent as B's stream");
+        assert_eq!(header.payload_type, 0);
+        // Audio of B's own (a prompt) ends the relay: back to the PCM bridge (160-byte frames).
+        bridge.b.play(1, vec![0i16; 8000].into());
+        // (Another payload: packets relayed before the command are still arriving.)
+        assert_eq!(
+            relayed(&bridge, 0x33, 20),
+            None,
+            "no relay while B plays its own audio"
+        );
+        drop(bridge.a);
+    }
+
+    #[test]
+    fn a_bridge_across_codecs_goes_through_pcm() {
+        let bridge = bridge(media::Codec::Pcma);
+        assert_eq!(relayed(&bridge, 0x5A, 20), None);
     }
 }
