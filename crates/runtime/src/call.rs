@@ -1709,11 +1709,6 @@ impl Call {
             id,
             record,
             end_of_key: request.end_of_key,
-            encoding: match request.format {
-                RecordingFormat::Wav => None,
-                RecordingFormat::Mp3 => Some(recording::Encoding::Mp3),
-                RecordingFormat::Ogg => Some(recording::Encoding::Ogg),
-            },
         });
         if request.beep_start {
             media.play(BEEP_MEDIA_ID, media::tone::beep());
@@ -1758,17 +1753,14 @@ impl Call {
         let Some(active) = active else {
             return;
         };
-        let ActiveRecording {
-            mut record,
-            encoding,
-            ..
-        } = active;
+        let mut record = active.record;
+        // The WAV is encoded to the format asked for, when there is audio to encode.
         let encoding = match finished {
             Ok(Ok(duration))
                 if duration > std::time::Duration::ZERO
                     && !matches!(end, RecordingEnd::Error(_)) =>
             {
-                encoding
+                recording::Encoding::for_format(&record.format)
             }
             _ => None,
         };
@@ -2812,7 +2804,6 @@ const BEEP_MEDIA_ID: u64 = u64::MAX;
 /// How long a finished call waits for its recording to come back from the media worker.
 const RECORDING_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A recording in progress.
 /// A recording's file is final: its record says so (store, then events).
 async fn finish_record(shared: &Shared, mut record: store::RecordingRecord) {
     let now_text = store::utc_now();
@@ -2825,12 +2816,11 @@ async fn finish_record(shared: &Shared, mut record: store::RecordingRecord) {
     shared.bus.recording_changed(&record);
 }
 
+/// A recording in progress.
 struct ActiveRecording {
     id: Uuid,
     record: store::RecordingRecord,
     end_of_key: Option<RecordingEndKey>,
-    /// The finished WAV is encoded to this (MP3, OGG) before the record says it ended.
-    encoding: Option<recording::Encoding>,
 }
 
 /// The options of a `recording_start`.

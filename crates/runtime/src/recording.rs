@@ -189,6 +189,15 @@ pub(crate) enum Encoding {
 }
 
 impl Encoding {
+    /// The encoding a recording's `format` needs after the WAV is written; `None` for `wav`.
+    pub(crate) fn for_format(format: &str) -> Option<Encoding> {
+        match format {
+            "mp3" => Some(Encoding::Mp3),
+            "ogg" => Some(Encoding::Ogg),
+            _ => None,
+        }
+    }
+
     /// The program that encodes it.
     pub(crate) fn program(self) -> &'static str {
         match self {
