@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::tests::{TOKEN, app, app_with, ivr, send, send_as};
+use crate::tests::{TOKEN, app, app_with, app_with_engine, ivr, send, send_as};
 
 /// Make an account as the administrator; returns (account id, its token).
 async fn new_account(app: &axum::Router, name: &str) -> (String, String) {
@@ -565,7 +565,8 @@ mod websocket {
 
 #[tokio::test]
 async fn account_limits_refuse_calls_with_clear_errors() {
-    let app = app().await;
+    let (app, _, engine) = app_with_engine(|_| {}).await;
+    let mut events = engine.events().subscribe();
     let (id, token) = new_account(&app, "limited").await;
     let limits = json!({"max_concurrent_calls": 1, "destination_prefixes": ["+1555"]});
     let (status, _) = send(
@@ -645,20 +646,20 @@ async fn account_limits_refuse_calls_with_clear_errors() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let uri = format!("/v1.0/calls/{first}");
-    let ended = {
-        let mut ended = Value::Null;
-        for _ in 0..200 {
-            let (_, call) = send_as(&app, &token, "GET", &uri, None).await;
-            if call["status"] == "hangup" {
-                ended = call;
+    // Its `call_hangup` event comes once its slot is free again.
+    let first_id: uuid::Uuid = first.parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.recv().await.expect("the event bus is open");
+            if event.event_type == runtime::events::EventType::CallHangup
+                && event.call_id == Some(first_id)
+            {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        ended
-    };
-    assert_eq!(ended["status"], "hangup", "the call ended");
+    })
+    .await
+    .expect("the first call's call_hangup within 10 s");
     let (status, placed) = send_as(
         &app,
         &token,

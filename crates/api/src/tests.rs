@@ -28,6 +28,14 @@ async fn app_and_store() -> (axum::Router, Arc<store::SqliteStore>) {
 pub(crate) async fn app_with(
     tune: impl FnOnce(&mut runtime::Config),
 ) -> (axum::Router, Arc<store::SqliteStore>) {
+    let (app, store, _) = app_with_engine(tune).await;
+    (app, store)
+}
+
+/// [`app_with`], with the engine too (its event bus, for tests that wait on events).
+pub(crate) async fn app_with_engine(
+    tune: impl FnOnce(&mut runtime::Config),
+) -> (axum::Router, Arc<store::SqliteStore>, Arc<runtime::Runtime>) {
     let store = Arc::new(store::SqliteStore::open("sqlite::memory:").await.unwrap());
     store
         .bootstrap(Some(TOKEN), &store::utc_now())
@@ -40,14 +48,16 @@ pub(crate) async fn app_with(
         ..runtime::Config::new("127.0.0.1:0".parse().unwrap(), std::env::temp_dir())
     };
     tune(&mut config);
-    let engine = runtime::Runtime::start(config, store.clone())
-        .await
-        .unwrap();
+    let engine = Arc::new(
+        runtime::Runtime::start(config, store.clone())
+            .await
+            .unwrap(),
+    );
     let app = router(AppState {
         store: store.clone(),
-        engine: Arc::new(engine),
+        engine: engine.clone(),
     });
-    (app, store)
+    (app, store, engine)
 }
 
 pub(crate) async fn send(

@@ -200,8 +200,9 @@ impl EventBus {
 
     /// A call record was written: publish the transitions since the last one seen
     /// (`call_created`, then `call_ringing` / `call_answered` / `call_hangup` as its status
-    /// reaches them). True when this update ended a call seen live before.
-    pub fn call_changed(&self, record: &store::CallRecord) -> bool {
+    /// reaches them). When this update ends a call seen live before, `on_end` runs first, so
+    /// whoever reacts to `call_hangup` finds what the call held already given back.
+    pub fn call_changed(&self, record: &store::CallRecord, on_end: impl FnOnce()) {
         let previous = {
             let mut seen = self
                 .call_status
@@ -214,7 +215,10 @@ impl EventBus {
             }
         };
         if previous.as_deref() == Some(record.status.as_str()) {
-            return false;
+            return;
+        }
+        if previous.is_some() && record.status == "hangup" {
+            on_end();
         }
         let mut types = Vec::with_capacity(2);
         if previous.is_none() && record.status != "hangup" {
@@ -235,7 +239,6 @@ impl EventBus {
             event.call_id = Some(record.id);
             self.publish(event);
         }
-        previous.is_some() && record.status == "hangup"
     }
 
     /// An activeflow record was written at its start or end.
@@ -324,24 +327,41 @@ mod tests {
     #[test]
     fn events_call_updates_become_transitions_once_each() {
         let (bus, mut queue) = EventBus::new();
-        bus.call_changed(&call("dialing"));
+        bus.call_changed(&call("dialing"), || {});
         assert_eq!(drain(&mut queue), ["call_created"]);
-        bus.call_changed(&call("ringing"));
-        bus.call_changed(&call("ringing"));
+        bus.call_changed(&call("ringing"), || {});
+        bus.call_changed(&call("ringing"), || {});
         assert_eq!(drain(&mut queue), ["call_ringing"]);
-        bus.call_changed(&call("progressing"));
-        bus.call_changed(&call("progressing"));
+        bus.call_changed(&call("progressing"), || {});
+        bus.call_changed(&call("progressing"), || {});
         assert_eq!(drain(&mut queue), ["call_answered"]);
-        bus.call_changed(&call("terminating"));
-        bus.call_changed(&call("hangup"));
+        bus.call_changed(&call("terminating"), || {});
+        bus.call_changed(&call("hangup"), || {});
         assert_eq!(drain(&mut queue), ["call_hangup"]);
         assert!(bus.call_status.lock().unwrap().is_empty());
     }
 
     #[test]
+    fn events_a_call_is_ended_before_its_hangup_is_published() {
+        let (bus, mut queue) = EventBus::new();
+        bus.call_changed(&call("progressing"), || panic!("the call has not ended"));
+        drain(&mut queue);
+        let queued_at_end = std::cell::Cell::new(None);
+        bus.call_changed(&call("hangup"), || queued_at_end.set(Some(queue.len())));
+        assert_eq!(
+            queued_at_end.get(),
+            Some(0),
+            "on_end ran before call_hangup was queued"
+        );
+        assert_eq!(drain(&mut queue), ["call_hangup"]);
+        // A record that was never seen live frees nothing.
+        bus.call_changed(&call("hangup"), || panic!("not seen live"));
+    }
+
+    #[test]
     fn events_inbound_ringing_at_creation_gives_both() {
         let (bus, mut queue) = EventBus::new();
-        bus.call_changed(&call("ringing"));
+        bus.call_changed(&call("ringing"), || {});
         assert_eq!(drain(&mut queue), ["call_created", "call_ringing"]);
     }
 
@@ -360,7 +380,7 @@ mod tests {
     #[test]
     fn events_envelope_names_type_and_customer() {
         let (bus, mut queue) = EventBus::new();
-        bus.call_changed(&call("hangup"));
+        bus.call_changed(&call("hangup"), || {});
         let event = queue.try_recv().unwrap();
         let json: Value = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(json["type"], "call_hangup");

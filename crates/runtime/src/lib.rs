@@ -257,12 +257,13 @@ pub(crate) struct Shared {
 impl Shared {
     /// A call record was written: tell the call watchers and the event stream.
     pub(crate) fn call_changed(&self, record: &store::CallRecord) {
-        if self.bus.call_changed(record) {
+        // The call's slot is given back before `call_hangup` goes out.
+        self.bus.call_changed(record, || {
             self.limits.release(
                 record.account_id,
                 time::OffsetDateTime::now_utc().unix_timestamp(),
             );
-        }
+        });
         let _ = self.events.send(CallUpdate {
             record: record.clone(),
         });
