@@ -1,7 +1,8 @@
 //! The media engine: a few worker threads, each owning many RTP sessions.
 //!
-//! Each worker wakes once per 20 ms tick on absolute deadlines, drains every session's socket
-//! (non-blocking), feeds the packets to the sans-IO [`media::MediaSession`], sends each session's
+//! Each session is serviced once per 20 ms tick. The tick is cut into [`PHASES`] phases, each
+//! with its own sessions: a worker wakes for one phase every 5 ms on absolute deadlines, drains
+//! those sessions' sockets (non-blocking), feeds the packets to the sans-IO [`media::MediaSession`], sends each session's
 //! next packet, and forwards media events to the owning call. There is no task, timer or wake-up per
 //! call or per packet: the cost of a call is its share of one loop iteration (ADR 0003).
 //!
@@ -411,8 +412,6 @@ struct Slot {
     session: Box<MediaSession>,
     events: UnboundedSender<EngineEvent>,
     recorder: Option<Box<Recorder>>,
-    /// Which phase of the tick services this session (bridge partners share one).
-    phase: u8,
     /// The session this one is bridged with.
     bridged_with: Option<u64>,
     /// The bridge relays packets (same codec both sides, nothing that needs our own audio):
@@ -442,8 +441,91 @@ impl Slot {
     }
 }
 
+/// A worker's sessions, one map per phase, so that a phase walks only its own sessions.
+#[derive(Default)]
+struct Sessions {
+    by_phase: [HashMap<u64, Slot>; PHASES as usize],
+    /// Which phase of the tick services each session (bridge partners share one).
+    phase_of: HashMap<u64, usize>,
+}
+
+impl Sessions {
+    fn len(&self) -> usize {
+        self.phase_of.len()
+    }
+
+    fn contains_key(&self, key: &u64) -> bool {
+        self.phase_of.contains_key(key)
+    }
+
+    fn get(&self, key: &u64) -> Option<&Slot> {
+        let phase = *self.phase_of.get(key)?;
+        self.by_phase.get(phase)?.get(key)
+    }
+
+    fn get_mut(&mut self, key: &u64) -> Option<&mut Slot> {
+        let phase = *self.phase_of.get(key)?;
+        self.by_phase.get_mut(phase)?.get_mut(key)
+    }
+
+    /// Two distinct sessions, both mutably (`None` if either is missing or `a == b`).
+    fn pair_mut(&mut self, a: u64, b: u64) -> Option<[&mut Slot; 2]> {
+        if a == b {
+            return None; // `get_disjoint_mut` panics on overlapping keys
+        }
+        let (&pa, &pb) = (self.phase_of.get(&a)?, self.phase_of.get(&b)?);
+        if pa == pb {
+            let [Some(x), Some(y)] = self.by_phase.get_mut(pa)?.get_disjoint_mut([&a, &b]) else {
+                return None;
+            };
+            return Some([x, y]);
+        }
+        let [x, y] = self.by_phase.get_disjoint_mut([pa, pb]).ok()?;
+        Some([x.get_mut(&a)?, y.get_mut(&b)?])
+    }
+
+    /// A new session goes to the phase with the fewest.
+    fn insert(&mut self, key: u64, slot: Slot) {
+        self.remove(&key);
+        let phase = (0..self.by_phase.len())
+            .min_by_key(|p| self.by_phase.get(*p).map_or(0, HashMap::len))
+            .unwrap_or(0);
+        if let Some(map) = self.by_phase.get_mut(phase) {
+            map.insert(key, slot);
+            self.phase_of.insert(key, phase);
+        }
+    }
+
+    fn remove(&mut self, key: &u64) -> Option<Slot> {
+        let phase = self.phase_of.remove(key)?;
+        self.by_phase.get_mut(phase)?.remove(key)
+    }
+
+    /// Service `key` in `other`'s phase from now on.
+    fn join_phase(&mut self, key: u64, other: u64) {
+        let Some(&phase) = self.phase_of.get(&other) else {
+            return;
+        };
+        if self.phase_of.get(&key) != Some(&phase)
+            && let Some(slot) = self.remove(&key)
+            && let Some(map) = self.by_phase.get_mut(phase)
+        {
+            map.insert(key, slot);
+            self.phase_of.insert(key, phase);
+        }
+    }
+
+    fn phase_mut(&mut self, phase: usize) -> Option<&mut HashMap<u64, Slot>> {
+        self.by_phase.get_mut(phase)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.by_phase.iter_mut().flat_map(HashMap::values_mut)
+    }
+}
+
 fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters, index: usize) {
-    let mut sessions: HashMap<u64, Slot> = HashMap::new();
+    let mut sessions = Sessions::default();
     let mut recv_buf = vec![0u8; 2048];
     let mut send_buf = Vec::with_capacity(512);
     // Bridged pairs of this phase (each once, smaller key first); reused every phase.
@@ -452,7 +534,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
     // Phases run so far; `phases / PHASES` counts whole ticks.
     let mut phases: u64 = 0;
     loop {
-        let phase = (phases % u64::from(PHASES)) as u8;
+        let phase = (phases % u64::from(PHASES)) as usize;
         let tick = phases / u64::from(PHASES);
         phases += 1;
         let ntp = ntp_now();
@@ -466,22 +548,19 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
         let rtcp_turn = tick % RTCP_READ_EVERY;
         bridged.clear();
         let flush = phase == 0 && tick.is_multiple_of(FLUSH_EVERY_TICKS);
-        let mut counts = RtpCounts::default();
-        for (key, slot) in &mut sessions {
-            if flush {
+        if flush {
+            let mut counts = RtpCounts::default();
+            for slot in sessions.values_mut() {
                 counts += slot.rtp.take_delta(&slot.session);
             }
-            if slot.phase != phase {
-                continue;
-            }
+            counters.add(&counts);
+        }
+        for (key, slot) in sessions.phase_mut(phase).into_iter().flatten() {
             let read_rtcp = key % RTCP_READ_EVERY == rtcp_turn;
             service(slot, &mut recv_buf, &mut send_buf, read_rtcp, ntp);
             if let Some(other) = slot.bridged_with.filter(|other| key < other) {
                 bridged.push((*key, other));
             }
-        }
-        if flush {
-            counters.add(&counts);
         }
         exchange_bridged(&mut sessions, &bridged, &mut send_buf);
         deadline += PHASE_TICK;
@@ -516,20 +595,7 @@ fn run_worker(commands: &mpsc::Receiver<WorkerCommand>, counters: &MediaCounters
     }
 }
 
-/// The phase with the fewest sessions, for a new one.
-fn quietest_phase(sessions: &HashMap<u64, Slot>) -> u8 {
-    let mut load = [0usize; PHASES as usize];
-    for slot in sessions.values() {
-        if let Some(n) = load.get_mut(usize::from(slot.phase)) {
-            *n += 1;
-        }
-    }
-    (0..PHASES)
-        .min_by_key(|p| load.get(usize::from(*p)).copied().unwrap_or(0))
-        .unwrap_or(0)
-}
-
-fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &MediaCounters) {
+fn apply(sessions: &mut Sessions, cmd: WorkerCommand, counters: &MediaCounters) {
     if let Some(key) = needs_own_audio(&cmd) {
         end_relay(sessions, key);
     }
@@ -540,7 +606,6 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
             session,
             events,
         } => {
-            let phase = quietest_phase(sessions);
             sessions.insert(
                 key,
                 Slot {
@@ -548,7 +613,6 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
                     session,
                     events,
                     recorder: None,
-                    phase,
                     bridged_with: None,
                     relaying: false,
                     relay_in: Vec::new(),
@@ -651,11 +715,7 @@ fn apply(sessions: &mut HashMap<u64, Slot>, cmd: WorkerCommand, counters: &Media
                 }
             }
             // Partners are serviced in the same phase, so each frame crosses the bridge once.
-            if let Some(phase) = sessions.get(&a).map(|s| s.phase)
-                && let Some(slot) = sessions.get_mut(&b)
-            {
-                slot.phase = phase;
-            }
+            sessions.join_phase(b, a);
             start_relay(sessions, a, b);
         }
         WorkerCommand::Unbridge { key } => {
@@ -715,8 +775,8 @@ fn needs_own_audio(cmd: &WorkerCommand) -> Option<u64> {
 /// Relay packets between two freshly bridged sessions when nothing needs the PCM bridge: the
 /// same codec both ways, telephone-event on both sides or on neither (so keys cross as they
 /// are), and no recording, mute or external media on either.
-fn start_relay(sessions: &mut HashMap<u64, Slot>, a: u64, b: u64) {
-    let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
+fn start_relay(sessions: &mut Sessions, a: u64, b: u64) {
+    let Some([x, y]) = sessions.pair_mut(a, b) else {
         return;
     };
     let (xc, yc) = (x.session.config(), y.session.config());
@@ -742,7 +802,7 @@ fn start_relay(sessions: &mut HashMap<u64, Slot>, a: u64, b: u64) {
 }
 
 /// Back from packet relay to the PCM bridge, for `key` and its partner (no-op unless relaying).
-fn end_relay(sessions: &mut HashMap<u64, Slot>, key: u64) {
+fn end_relay(sessions: &mut Sessions, key: u64) {
     let partner = sessions
         .get(&key)
         .filter(|s| s.relaying)
@@ -764,7 +824,7 @@ fn stop_relaying(slot: &mut Slot) {
 }
 
 /// Take `key` out of its bridge (the partner is untouched).
-fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
+fn unbridge_one(sessions: &mut Sessions, key: u64) {
     if let Some(slot) = sessions.get_mut(&key) {
         stop_relaying(slot);
         slot.bridged_with = None;
@@ -777,13 +837,9 @@ fn unbridge_one(sessions: &mut HashMap<u64, Slot>, key: u64) {
 
 /// After a tick: each bridged session gets its partner's received audio for its next packet,
 /// and the keys its partner pressed.
-fn exchange_bridged(
-    sessions: &mut HashMap<u64, Slot>,
-    pairs: &[(u64, u64)],
-    send_buf: &mut Vec<u8>,
-) {
+fn exchange_bridged(sessions: &mut Sessions, pairs: &[(u64, u64)], send_buf: &mut Vec<u8>) {
     for &(a, b) in pairs {
-        let [Some(x), Some(y)] = sessions.get_disjoint_mut([&a, &b]) else {
+        let Some([x, y]) = sessions.pair_mut(a, b) else {
             continue;
         };
         if x.relaying && y.relaying {
@@ -1155,5 +1211,75 @@ mod tests {
     fn a_bridge_across_codecs_goes_through_pcm() {
         let bridge = bridge(media::Codec::Pcma);
         assert_eq!(relayed(&bridge, 0x5A, 20), None);
+    }
+
+    fn slot() -> Slot {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let config = media::SessionConfig {
+            codec: media::Codec::Pcmu,
+            payload_type: 0,
+            dtmf_payload_type: Some(101),
+            ssrc: 1,
+            initial_seq: 1,
+            initial_timestamp: 0,
+            remote: None,
+            ptime_ms: 20,
+            rtp_timeout_ms: 0,
+        };
+        Slot {
+            ports: RtpPorts {
+                rtp: UdpSocket::bind((ip, 0)).unwrap(),
+                rtcp: UdpSocket::bind((ip, 0)).unwrap(),
+            },
+            session: Box::new(MediaSession::new(config)),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            recorder: None,
+            bridged_with: None,
+            relaying: false,
+            relay_in: Vec::new(),
+            relay_lens: Vec::new(),
+            forward_dtmf: String::new(),
+            external: None,
+            amd: None,
+            rtp: RtpAccount::default(),
+        }
+    }
+
+    fn phase_sizes(sessions: &Sessions) -> Vec<usize> {
+        sessions.by_phase.iter().map(HashMap::len).collect()
+    }
+
+    #[test]
+    fn new_sessions_spread_over_the_phases_and_partners_share_one() {
+        let mut sessions = Sessions::default();
+        for key in 0..9 {
+            sessions.insert(key, slot());
+        }
+        assert_eq!(phase_sizes(&sessions), [3, 2, 2, 2]);
+        assert_eq!(sessions.len(), 9);
+
+        // 1 is in phase 1, 2 in phase 2: across phases, both are reachable at once.
+        assert_ne!(sessions.phase_of[&1], sessions.phase_of[&2]);
+        let [x, y] = sessions.pair_mut(1, 2).unwrap();
+        x.bridged_with = Some(2);
+        y.bridged_with = Some(1);
+        sessions.join_phase(2, 1);
+        assert_eq!(sessions.phase_of[&2], sessions.phase_of[&1]);
+        assert_eq!(sessions.get(&2).unwrap().bridged_with, Some(1));
+        assert_eq!(phase_sizes(&sessions), [3, 3, 1, 2]);
+        assert!(sessions.pair_mut(1, 2).is_some());
+
+        assert!(
+            sessions.pair_mut(1, 1).is_none(),
+            "one session is not a pair"
+        );
+        assert!(sessions.pair_mut(1, 99).is_none());
+        assert!(sessions.remove(&2).is_some());
+        assert!(!sessions.contains_key(&2) && sessions.get_mut(&2).is_none());
+        assert_eq!(phase_sizes(&sessions), [3, 2, 1, 2]);
+        // The next one fills the emptied phase.
+        sessions.insert(10, slot());
+        assert_eq!(sessions.phase_of[&10], 2);
+        assert_eq!(sessions.values_mut().count(), 9);
     }
 }
