@@ -319,18 +319,28 @@ async fn next_request(
         .unwrap()
 }
 
-/// Read `uri` until `done` holds of the answer (the dispatcher writes its log right after the
-/// response it is waiting for); bounded.
-async fn read_until(app: &axum::Router, uri: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let (_, value) = send(app, "GET", uri, None).await;
-        if done(&value) {
-            return value;
+/// Read `uri` until `done` holds of the answer, reading again after each webhook attempt is
+/// recorded (the dispatcher writes its log right after the response the target sent); bounded.
+async fn read_until(
+    app: &axum::Router,
+    runtime: &runtime::Runtime,
+    uri: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut recorded = runtime.watch_webhook_attempts();
+    let read = async {
+        loop {
+            recorded.borrow_and_update();
+            let (_, value) = send(app, "GET", uri, None).await;
+            if done(&value) {
+                return value;
+            }
+            recorded.changed().await.expect("the dispatcher runs");
         }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{uri} never reached the expected state");
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("{uri} never reached the expected state in 10 s"))
 }
 
 fn fast_webhooks(config: &mut runtime::Config) {
@@ -356,7 +366,7 @@ fn verify(headers: &HeaderMap, body: &str, secret: &str) {
 
 #[tokio::test]
 async fn webhooks_are_signed_retried_and_logged() {
-    let (app, _) = app_with(fast_webhooks).await;
+    let (app, _, runtime) = app_with_engine(fast_webhooks).await;
     let status = Arc::new(AtomicU16::new(503));
     let (uri, mut rx) = target(Arc::clone(&status)).await;
     let body = json!({"uri": uri, "event_types": ["*"], "secret": "0123456789abcdef-secret"});
@@ -383,7 +393,7 @@ async fn webhooks_are_signed_retried_and_logged() {
     verify(&headers, &third, "0123456789abcdef-secret");
 
     let deliveries = format!("{hook_uri}/deliveries");
-    let log = read_until(&app, &deliveries, |v| {
+    let log = read_until(&app, &runtime, &deliveries, |v| {
         v["result"][0]["status"] == "delivered"
     })
     .await;
@@ -409,7 +419,7 @@ async fn webhooks_are_signed_retried_and_logged() {
 
 #[tokio::test]
 async fn webhooks_breaker_pauses_a_failing_target_and_loses_nothing() {
-    let (app, _) = app_with(fast_webhooks).await;
+    let (app, _, runtime) = app_with_engine(fast_webhooks).await;
     let status = Arc::new(AtomicU16::new(500));
     let (uri, mut rx) = target(Arc::clone(&status)).await;
     let body = json!({"uri": uri, "event_types": ["ping", "call_hangup"]});
@@ -438,7 +448,7 @@ async fn webhooks_breaker_pauses_a_failing_target_and_loses_nothing() {
     let resumed: Value = serde_json::from_str(&resumed).unwrap();
     assert_eq!(resumed["type"], "webhook_resumed", "{resumed}");
     let deliveries = format!("{hook_uri}/deliveries");
-    let log = read_until(&app, &deliveries, |v| {
+    let log = read_until(&app, &runtime, &deliveries, |v| {
         v["result"]
             .as_array()
             .is_some_and(|all| all.len() == 3 && all.iter().all(|d| d["status"] == "delivered"))

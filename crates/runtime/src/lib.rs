@@ -519,6 +519,12 @@ impl Runtime {
         self.webhooks.wake();
     }
 
+    /// A receiver that sees every webhook delivery attempt once its outcome is in the delivery
+    /// log (and the webhook's breaker state): a way to wait for the log to change.
+    pub fn watch_webhook_attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.webhooks.watch_attempts()
+    }
+
     /// A receiver that sees every change of any trunk's registration state.
     pub fn watch_trunk_registrations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.trunk_changes.subscribe()

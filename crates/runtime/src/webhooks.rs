@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::Shared;
@@ -212,6 +212,8 @@ async fn attempt(
 #[derive(Clone)]
 pub(crate) struct Webhooks {
     wake: Arc<Notify>,
+    /// Counts attempts whose outcome is recorded (delivery log and breaker).
+    recorded: watch::Sender<u64>,
 }
 
 impl Webhooks {
@@ -222,6 +224,7 @@ impl Webhooks {
         config: WebhookConfig,
     ) -> Webhooks {
         let wake = Arc::new(Notify::new());
+        let recorded = watch::Sender::new(0);
         tokio::spawn(outbox(Arc::clone(&shared.store), queue, Arc::clone(&wake)));
         let dispatcher = Dispatcher {
             store: Arc::clone(&shared.store),
@@ -230,9 +233,15 @@ impl Webhooks {
             in_flight: HashSet::new(),
             probing: HashMap::new(),
             pauses: HashMap::new(),
+            recorded: recorded.clone(),
         };
         tokio::spawn(dispatcher.run(Arc::clone(&wake)));
-        Webhooks { wake }
+        Webhooks { wake, recorded }
+    }
+
+    /// A receiver that sees every attempt once its outcome is recorded.
+    pub(crate) fn watch_attempts(&self) -> watch::Receiver<u64> {
+        self.recorded.subscribe()
     }
 
     /// Look at the outbox again now (after the API resumed a webhook or changed it).
@@ -343,6 +352,8 @@ struct Dispatcher {
     probing: HashMap<Uuid, Uuid>,
     /// The current pause of each paused webhook (doubles while probes fail).
     pauses: HashMap<Uuid, Duration>,
+    /// Bumped after each attempt's outcome is recorded.
+    recorded: watch::Sender<u64>,
 }
 
 struct Attempted {
@@ -524,6 +535,7 @@ impl Dispatcher {
             self.update_breaker(webhook, succeeded, probe, &error, now)
                 .await;
         }
+        self.recorded.send_modify(|n| *n += 1);
     }
 
     /// Count a success or failure against the webhook; trip or reset its breaker. While a
