@@ -1792,14 +1792,23 @@ impl Call {
         // Encoding takes a while (a subprocess): off the call task, so the call goes on. The
         // record says `recording` until the file is in its final format.
         tokio::spawn(async move {
-            match recording::encode(std::path::Path::new(&record.path), encoding).await {
-                Ok(path) => record.path = path.display().to_string(),
+            let wav = std::path::PathBuf::from(&record.path);
+            match recording::encode(&wav, encoding).await {
+                Ok(path) => {
+                    record.path = path.display().to_string();
+                    // The WAV goes only once the record names the encoded file.
+                    if finish_record(&shared, record).await
+                        && let Err(e) = tokio::fs::remove_file(&wav).await
+                    {
+                        tracing::warn!(path = %wav.display(), error = %e, "could not remove the WAV after encoding");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(recording = %record.id, error = %e, "kept the recording as WAV");
                     record.format = "wav".to_owned();
+                    finish_record(&shared, record).await;
                 }
             }
-            finish_record(&shared, record).await;
         });
     }
 
@@ -2804,16 +2813,19 @@ const BEEP_MEDIA_ID: u64 = u64::MAX;
 /// How long a finished call waits for its recording to come back from the media worker.
 const RECORDING_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A recording's file is final: its record says so (store, then events).
-async fn finish_record(shared: &Shared, mut record: store::RecordingRecord) {
+/// A recording's file is final: its record says so (store, then events). False when the store
+/// could not be updated.
+async fn finish_record(shared: &Shared, mut record: store::RecordingRecord) -> bool {
     let now_text = store::utc_now();
     record.tm_end = Some(now_text.clone());
     record.tm_update = now_text;
     tracing::info!(recording = %record.id, reason = %record.end_reason, duration_ms = record.duration_ms, format = %record.format, "recording ended");
-    if let Err(e) = shared.store.update_recording(&record).await {
+    let stored = shared.store.update_recording(&record).await;
+    if let Err(e) = &stored {
         tracing::error!(error = %e, "could not update the recording");
     }
     shared.bus.recording_changed(&record);
+    stored.is_ok()
 }
 
 /// A recording in progress.

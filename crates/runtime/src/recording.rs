@@ -215,9 +215,10 @@ impl Encoding {
     }
 }
 
-/// Encodes the finished WAV at `wav` next to it (same name, the format's extension) and removes
-/// the WAV; returns the new path. On any failure the WAV is left as it is and the error says
-/// why (program missing, exit status and its message, timeout).
+/// Encodes the finished WAV at `wav` next to it (same name, the format's extension); returns the
+/// new path. The WAV stays: the caller removes it once the record points at the new file, so a
+/// record never names a file that is gone. On any failure no encoded file is left and the
+/// error says why (program missing, exit status and its message, timeout).
 pub(crate) async fn encode(wav: &Path, encoding: Encoding) -> Result<PathBuf, String> {
     let out = wav.with_extension(encoding.extension());
     let mut command = tokio::process::Command::new(encoding.program());
@@ -265,9 +266,6 @@ pub(crate) async fn encode(wav: &Path, encoding: Encoding) -> Result<PathBuf, St
     if let Some(failure) = failure {
         let _ = tokio::fs::remove_file(&out).await;
         return Err(failure);
-    }
-    if let Err(e) = tokio::fs::remove_file(wav).await {
-        tracing::warn!(path = %wav.display(), error = %e, "could not remove the WAV after encoding");
     }
     Ok(out)
 }
@@ -400,7 +398,7 @@ mod tests {
     }
 
     /// A mono recording of a 2 s, 440 Hz tone, encoded by the real program and decoded again by
-    /// our own decoder (symphonia): the tone and its length survive, and the WAV is gone.
+    /// our own decoder (symphonia): the tone and its length survive.
     async fn encodes_and_decodes_back(encoding: Encoding) {
         if !have(encoding.program()) {
             return;
@@ -420,7 +418,7 @@ mod tests {
         rec.finish().unwrap();
         let out = encode(&spec.path, encoding).await.unwrap();
         assert_eq!(out, spec.path.with_extension(encoding.extension()));
-        assert!(!spec.path.exists(), "the WAV is removed once encoded");
+        assert!(spec.path.exists(), "the WAV stays until the record points elsewhere");
         let bytes = std::fs::read(&out).unwrap();
         let pcm = media::audio::decode(&bytes, Some(encoding.extension())).unwrap();
         let secs = pcm.len() as f64 / 8000.0;
