@@ -13,6 +13,7 @@ set -euo pipefail
 
 PJSUA2_VERSION="2.15.1.post1"
 POCKETSPHINX_VERSION="5.1.1"
+WEBSOCKETS_VERSION="15.0.1"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -78,12 +79,14 @@ pyver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 venv_ok() {
     [ -x "$venv/bin/python" ] || return 1
-    "$venv/bin/python" - "$PJSUA2_VERSION" "$POCKETSPHINX_VERSION" <<'EOF' >/dev/null 2>&1
+    "$venv/bin/python" - "$PJSUA2_VERSION" "$POCKETSPHINX_VERSION" "$WEBSOCKETS_VERSION" <<'EOF' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
 assert sys.version_info[:2] == (3, 11)
 assert version("pjsua2-python") == sys.argv[1], "pjsua2-python"
 assert version("pocketsphinx") == sys.argv[2], "pocketsphinx"
+assert version("websockets") == sys.argv[3], "websockets"
+import websockets.sync.client  # noqa: F401
 import pjsua2  # noqa: F401  (the native module loads)
 import pocketsphinx
 import os
@@ -100,10 +103,11 @@ if ! venv_ok; then
     fi
     run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
         --only-binary=:all: \
-        "pjsua2-python==$PJSUA2_VERSION" "pocketsphinx==$POCKETSPHINX_VERSION"
+        "pjsua2-python==$PJSUA2_VERSION" "pocketsphinx==$POCKETSPHINX_VERSION" \
+        "websockets==$WEBSOCKETS_VERSION"
     : >"$log"
     venv_ok || {
-        "$venv/bin/python" -c 'import pjsua2, pocketsphinx' >"$log" 2>&1 || true
-        fail "the venv at $venv does not import pjsua2 $PJSUA2_VERSION and pocketsphinx $POCKETSPHINX_VERSION"
+        "$venv/bin/python" -c 'import pjsua2, pocketsphinx, websockets.sync.client' >"$log" 2>&1 || true
+        fail "the venv at $venv does not import pjsua2 $PJSUA2_VERSION, pocketsphinx $POCKETSPHINX_VERSION and websockets $WEBSOCKETS_VERSION"
     }
 fi

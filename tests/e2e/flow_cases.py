@@ -80,6 +80,7 @@ from typing import Any, Callable
 import harness
 import media_cases
 import rawsip
+from events import EventLog, call_of, wait_ended_call
 from harness import log
 from media_cases import Collect, bind_number, find_call, heard_in, incoming_problems, segments_in
 
@@ -346,24 +347,12 @@ def call_number(ctx: Context, number: str, tag: str, *, timeout: float = 40.0, *
 
 
 def find_outgoing(ctx: Context, port: int, timeout_s: float) -> tuple[dict | None, str]:
-    """The ended outgoing call to the callee on `port` (polled, bounded)."""
-    deadline = time.monotonic() + timeout_s
-    why = f"no outgoing call record to 127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        try:
-            calls = [c for c in ctx.all_calls(ctx.api)
-                     if c.get("direction") == "outgoing"
-                     and f"127.0.0.1:{port}" in str((c.get("destination") or {}).get("target"))]
-        except Exception as e:  # noqa: BLE001 (API trouble: retry until the deadline)
-            calls, why = [], f"GET /v1.0/calls: {e}"
-        if len(calls) > 1:
-            return None, f"{len(calls)} outgoing call records to port {port}"
-        if calls and calls[0].get("status") == "hangup":
-            return calls[0], ""
-        if calls:
-            why = f"status still {calls[0].get('status')!r}"
-        time.sleep(0.1)  # polling a condition with a deadline
-    return None, why
+    """The ended outgoing call to the callee on `port` (bounded)."""
+    return wait_ended_call(
+        ctx.api, ctx.all_calls,
+        lambda c: c.get("direction") == "outgoing"
+        and f"127.0.0.1:{port}" in str((c.get("destination") or {}).get("target")),
+        f"to 127.0.0.1:{port}", timeout_s)
 
 
 def outgoing_problems(rec: dict | None, why: str, reason: str, by: str,
@@ -992,35 +981,41 @@ def api_status(fn, *a) -> tuple[int | None, Any]:
 
 
 def live_activeflow(ctx: Context, from_user: str, timeout_s: float) -> tuple[dict | None, str]:
-    """The activeflow of the live call from `from_user` (polled, bounded)."""
+    """The activeflow of the live call from `from_user`, once its `activeflow_started` event
+    came (bounded)."""
+    events = ctx.api.events()
     deadline = time.monotonic() + timeout_s
-    why = "no call from this caller"
-    while time.monotonic() < deadline:
-        try:
-            calls = [c for c in ctx.all_calls(ctx.api)
-                     if (c.get("source") or {}).get("target") == from_user]
-            ids = {c.get("id") for c in calls}
-            flows = ctx.api.call("GET", "/v1.0/activeflows?page_size=100").get("result", [])
-            mine = [a for a in flows if a.get("reference_id") in ids]
-            if mine:
-                return mine[0], ""
-            why = f"calls {ids}, no activeflow for them yet"
-        except Exception as e:  # noqa: BLE001 (API trouble: retry until the deadline)
-            why = f"API: {e}"
-        time.sleep(0.1)  # polling a condition with a deadline
-    return None, why
+    created, why = events.wait(lambda e: e.get("type") == "call_created" and (
+        call_of(e).get("source") or {}).get("target") == from_user, timeout_s)
+    if created is None:
+        return None, f"no call from {from_user}: {why}"
+    started, why = events.wait(
+        lambda e: e.get("type") == "activeflow_started"
+        and (e.get("data") or {}).get("reference_id") == created.get("call_id"),
+        max(0.0, deadline - time.monotonic()))
+    if started is None:
+        return None, f"call {created.get('call_id')}, no activeflow for it: {why}"
+    status, view = api_status(ctx.api.call, "GET", f"/v1.0/activeflows/{started['data']['id']}")
+    return (view, "") if status == 200 and isinstance(view, dict) else (None, f"{status} {view}")
 
 
 def wait_activeflow(ctx: Context, af_id: str, pred, timeout_s: float) -> dict | None:
-    """GET the activeflow until `pred(view)` holds (bounded); the last view seen."""
+    """The activeflow once `pred(view)` holds (bounded), read again after each of its events
+    (`activeflow:<id>`, moves included); the last view read."""
     deadline = time.monotonic() + timeout_s
-    view = None
-    while time.monotonic() < deadline:
-        _, view = api_status(ctx.api.call, "GET", f"/v1.0/activeflows/{af_id}")
-        if isinstance(view, dict) and pred(view):
-            return view
-        time.sleep(0.1)  # polling a condition with a deadline
-    return view if isinstance(view, dict) else None
+    events = EventLog(ctx.api.base, str(ctx.api.token), (f"activeflow:{af_id}",))
+    try:
+        while True:
+            seen = events.mark()  # before reading: an event from now on means read again
+            _, view = api_status(ctx.api.call, "GET", f"/v1.0/activeflows/{af_id}")
+            if isinstance(view, dict) and pred(view):
+                return view
+            event, _ = events.wait(lambda e: True, max(0.0, deadline - time.monotonic()),
+                                   after=seen)
+            if event is None:
+                return view if isinstance(view, dict) else None
+    finally:
+        events.close()
 
 
 def activeflow_case(c: Collect, ctx: Context, phrases: list[str]) -> None:

@@ -56,6 +56,7 @@ from typing import Any, Callable
 
 import harness
 import rawsip
+from events import wait_ended_call
 from harness import log
 
 # Prompts the suite speaks (talk) or plays, and sentences the callers say.
@@ -348,23 +349,10 @@ def bind_number(api, number: str, name: str, actions: list[dict]) -> None:
 
 
 def find_call(ctx: Context, api, from_user: str, timeout_s: float) -> tuple[dict | None, str]:
-    """The ended incoming call whose caller (From user) is from_user (polled, bounded)."""
-    deadline = time.monotonic() + timeout_s
-    why = "no call record from this caller"
-    while time.monotonic() < deadline:
-        try:
-            calls = [c for c in ctx.all_calls(api)
-                     if (c.get("source") or {}).get("target") == from_user]
-        except Exception as e:  # noqa: BLE001 (API trouble: retry until the deadline)
-            calls, why = [], f"GET /v1.0/calls: {e}"
-        if len(calls) > 1:
-            return None, f"{len(calls)} call records from {from_user}"
-        if calls and calls[0].get("status") == "hangup":
-            return calls[0], ""
-        if calls:
-            why = f"status still {calls[0].get('status')!r}"
-        time.sleep(0.1)  # polling a condition with a deadline
-    return None, why
+    """The ended incoming call whose caller (From user) is from_user (bounded)."""
+    return wait_ended_call(api, ctx.all_calls,
+                           lambda c: (c.get("source") or {}).get("target") == from_user,
+                           f"from {from_user}", timeout_s)
 
 
 def incoming_problems(rec: dict | None, why: str, reason: str, by: str = "local") -> list[str]:

@@ -52,6 +52,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+from events import EventLog, call_of, is_hangup  # noqa: E402
 from harness import Report, log  # noqa: E402
 
 TOKEN = "e2e-token"
@@ -184,6 +185,14 @@ class Api:
         self.token = token
         # Never use a proxy: everything is on loopback.
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._events: EventLog | None = None
+
+    def events(self) -> EventLog:
+        """The account's events over the WebSocket, subscribed on first use and kept: call it
+        early (before the calls it should see) to have every event."""
+        if self._events is None or self._events.closed:
+            self._events = EventLog(self.base, str(self.token))
+        return self._events
 
     def call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -248,28 +257,19 @@ def ringing_actions() -> list[dict]:
 
 
 def wait_call_record(api: Api, before: set[str], timeout_s: float) -> tuple[dict | None, str]:
-    """The one new call since `before`, once its status is hangup (bounded wait)."""
-    deadline = time.monotonic() + timeout_s
-    last = "no new call"
-    while time.monotonic() < deadline:
-        try:
-            new = [c for c in api.calls() if c.get("id") not in before]
-        except (ApiError, OSError, ValueError) as e:
-            last = f"GET /v1.0/calls: {e}"
-            new = []
-        if len(new) > 1:
-            return None, f"{len(new)} new calls: {new}"
-        if len(new) == 1:
-            try:
-                call = api.get_call(str(new[0]["id"]))
-            except (ApiError, OSError, ValueError) as e:
-                last = f"GET /v1.0/calls/{new[0]['id']}: {e}"
-            else:
-                if call.get("status") == "hangup":
-                    return call, ""
-                last = f"status still {call.get('status')!r}"
-        time.sleep(0.1)  # polling a condition with a deadline, not waiting on luck
-    return None, last
+    """The one new call since `before`, once its `call_hangup` event came (bounded wait)."""
+    event, why = api.events().wait(
+        lambda e: is_hangup(e) and e.get("call_id") not in before, timeout_s)
+    if event is None:
+        return None, f"no new call hung up: {why}"
+    try:
+        new = [c for c in api.calls() if c.get("id") not in before]
+        call = api.get_call(str(event["call_id"]))
+    except (ApiError, OSError, ValueError) as e:
+        return None, f"reading the call records: {e}"
+    if len(new) > 1:
+        return None, f"{len(new)} new calls: {new}"
+    return call, ""
 
 
 def check_call_record(call: dict) -> list[str]:
@@ -404,28 +404,35 @@ def originate(api: Api, target: str, actions: list[dict], ring_timeout: int | No
 
 
 def follow_call(api: Api, call_id: str, timeout_s: float, proc=None) -> tuple[dict | None, list[str], str]:
-    """Poll GET /v1.0/calls/{id} until status hangup (bounded): (record, statuses seen, why).
+    """Wait (bounded) for the call's `call_hangup` event: (record, statuses seen, why). The
+    statuses are those its events showed, then the record's.
 
     `proc` (the peer process) ending early does not stop the wait: voxflow may still be
     finishing the call; the deadline bounds it.
     """
-    deadline = time.monotonic() + timeout_s
+    events = api.events()
+    try:
+        rec = api.get_call(call_id)  # after subscribing: a hangup is in the record or an event
+    except (ApiError, OSError, ValueError) as e:
+        return None, [], f"GET /v1.0/calls/{call_id}: {e}"
+    why = ""
+    if rec.get("status") != "hangup":
+        event, why = events.wait(lambda e: is_hangup(e) and e.get("call_id") == call_id,
+                                 timeout_s)
+        if event is not None:
+            try:
+                rec = api.get_call(call_id)
+            except (ApiError, OSError, ValueError) as e:
+                event, why = None, f"GET /v1.0/calls/{call_id}: {e}"
+        if event is None:
+            rec = None
     seen: list[str] = []
-    last = "no answer from the API"
-    while time.monotonic() < deadline:
-        try:
-            rec = api.get_call(call_id)
-        except (ApiError, OSError, ValueError) as e:
-            last = f"GET /v1.0/calls/{call_id}: {e}"
-        else:
-            st = str(rec.get("status"))
-            if not seen or seen[-1] != st:
-                seen.append(st)
-            if st == "hangup":
-                return rec, seen, ""
-            last = f"status still {st!r}"
-        time.sleep(0.05)  # polling a condition with a deadline, not waiting on luck
-    return None, seen, last
+    statuses = [str(call_of(e).get("status")) for e in events.of_call(call_id)
+                if str(e.get("type")).startswith("call_")]
+    for st in statuses + ([str(rec.get("status"))] if rec else []):
+        if not seen or seen[-1] != st:
+            seen.append(st)
+    return rec, seen, f"no call_hangup event: {why}" if rec is None else ""
 
 
 def statuses_in_order(seen: list[str]) -> bool:
@@ -553,16 +560,10 @@ def outbound_api_hangup_case(rep: Report, api: Api, ports: Ports, out: str) -> N
         rep.check(f"{name}: POST /v1.0/calls", False, problem)
         return
     # Wait (bounded) for the answer, then hang up over the API.
-    deadline = time.monotonic() + 10
-    status = None
-    while time.monotonic() < deadline:
-        try:
-            status = api.get_call(call_id).get("status")
-        except (ApiError, OSError, ValueError):
-            status = None
-        if status in ("progressing", "hangup"):
-            break
-        time.sleep(0.05)
+    answered, why = api.events().wait(
+        lambda e: e.get("call_id") == call_id and e.get("type") in ("call_answered", "call_hangup"),
+        10)
+    status = call_of(answered).get("status") if answered else why
     hung = None
     try:
         hung = api.call("POST", f"/v1.0/calls/{call_id}/hangup")
@@ -784,18 +785,29 @@ def hostile_case(rep: Report, api: Api, server: Server, ports: Ports, out: str) 
     finally:
         attack.close()
     # Half-open INVITEs (never ACKed): every call they made must end.
+    events = api.events()
+    first, why = events.wait(lambda e: e.get("type") == "call_created"
+                             and e.get("call_id") not in before, 10)
+    if first is None:
+        log(f"hostile: no call created by the half-open INVITEs: {why}")
     deadline = time.monotonic() + HALF_OPEN_END_TIMEOUT_S
-    live: list[dict] = []
-    new: list[dict] = []
-    while time.monotonic() < deadline:
-        try:
-            new = [c for c in all_calls(api) if c.get("id") not in before]
-        except (ApiError, OSError, ValueError) as e:
-            log(f"GET /v1.0/calls: {e}")
-        live = [c for c in new if c.get("status") != "hangup"]
-        if new and not live:
+    while first is not None:
+        made = {e.get("call_id") for e in events.snapshot()
+                if e.get("type") == "call_created" and e.get("call_id") not in before}
+        pending = made - {e.get("call_id") for e in events.snapshot() if is_hangup(e)}
+        if not pending:
             break
-        time.sleep(0.5)  # polling a condition with a deadline
+        ended, why = events.wait(lambda e: is_hangup(e) and e.get("call_id") in pending,
+                                 max(0.0, deadline - time.monotonic()))
+        if ended is None:
+            log(f"hostile: {len(pending)} calls still up: {why}")
+            break
+    new: list[dict] = []
+    try:
+        new = [c for c in all_calls(api) if c.get("id") not in before]
+    except (ApiError, OSError, ValueError) as e:
+        log(f"GET /v1.0/calls: {e}")
+    live = [c for c in new if c.get("status") != "hangup"]
     summary: dict[str, int] = {}
     for c in new:
         k = f"{c.get('status')}/{c.get('hangup_reason')}/{c.get('hangup_by')}"
@@ -870,6 +882,11 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
                      f"not within {READY_TIMEOUT_S}s (exit code {server.proc.poll()})"):
         return
     api = Api(ports.http)
+    try:
+        api.events()  # from now on, every event of the account: cases wait on them
+    except (OSError, RuntimeError, ValueError) as e:
+        rep.check("api: subscribe to the account's events over the WebSocket", False, str(e))
+        return
     try:
         Api(ports.http, token=None).call("GET", "/v1.0/calls")
         rep.check("api refuses a request without the token", False, "got 2xx")
