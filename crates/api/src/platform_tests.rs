@@ -405,6 +405,39 @@ async fn webhooks_are_signed_retried_and_logged() {
     assert_eq!(delivery["payload"]["type"], "ping");
     let one = format!("{deliveries}/{}", delivery["id"].as_str().unwrap());
     assert_eq!(send(&app, "GET", &one, None).await.1["status"], "delivered");
+    // A delivered one is not sent again.
+    let (status_code, _) = send(&app, "POST", &format!("{one}/retry"), None).await;
+    assert_eq!(status_code, StatusCode::CONFLICT);
+
+    // A 4xx fails at once; a manual retry sends it again, its first attempt kept in the log.
+    status.store(400, Ordering::SeqCst);
+    let (_, test) = send(&app, "POST", &format!("{hook_uri}/test"), None).await;
+    next_request(&mut rx).await;
+    let failed_log = read_until(&app, &runtime, &deliveries, |v| {
+        v["result"][0]["event_id"] == test["event_id"] && v["result"][0]["status"] == "failed"
+    })
+    .await;
+    let failed = format!(
+        "{deliveries}/{}",
+        failed_log["result"][0]["id"].as_str().unwrap()
+    );
+    status.store(204, Ordering::SeqCst);
+    let (status_code, retried) = send(&app, "POST", &format!("{failed}/retry"), None).await;
+    assert_eq!(status_code, StatusCode::OK, "{retried}");
+    assert_eq!(retried["status"], "pending");
+    assert_eq!(retried["attempts"], 1, "{retried}");
+    next_request(&mut rx).await;
+    let done = read_until(&app, &runtime, &deliveries, |v| {
+        v["result"][0]["status"] == "delivered"
+    })
+    .await;
+    let statuses: Vec<&Value> = done["result"][0]["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(400), &json!(204)]);
     // Another account cannot read it.
     let (_, other) = new_account(&app, "other").await;
     assert_eq!(
@@ -441,6 +474,15 @@ async fn webhooks_breaker_pauses_a_failing_target_and_loses_nothing() {
     let (_, read) = send(&app, "GET", &hook_uri, None).await;
     assert_eq!(read["status"], "paused", "{read}");
     assert_eq!(read["last_error"], "HTTP 500");
+    // Changing its settings does not undo the pause.
+    let (_, renamed) = send(&app, "PUT", &hook_uri, Some(r#"{"name":"renamed"}"#)).await;
+    assert_eq!(
+        (&renamed["name"], &renamed["status"]),
+        (&json!("renamed"), &json!("paused")),
+        "{renamed}"
+    );
+    let (_, read) = send(&app, "GET", &hook_uri, None).await;
+    assert_eq!(read["status"], "paused", "{read}");
 
     // The target recovers: after the pause a probe gets through, and everything held is sent.
     status.store(200, Ordering::SeqCst);

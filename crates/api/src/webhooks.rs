@@ -287,10 +287,16 @@ pub(crate) async fn update(
         record.secret = secret;
     }
     record.tm_update = store::utc_now();
-    if !state.store.update_webhook(&record).await? {
+    if !state.store.update_webhook_settings(&record).await? {
         return Err(ApiError::NotFound);
     }
     state.engine.webhooks_changed();
+    // The breaker state as it is now (the dispatcher may have changed it meanwhile).
+    let record = state
+        .store
+        .webhook(account.id, record.id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let mut view = WebhookView::from(record);
     view.secret = new_secret;
     Ok(Json(view))
@@ -320,7 +326,7 @@ pub(crate) async fn resume(
     record.consecutive_failures = 0;
     record.paused_until = None;
     record.tm_update = store::utc_now();
-    if !state.store.update_webhook(&record).await? {
+    if !state.store.update_webhook_breaker(&record).await? {
         return Err(ApiError::NotFound);
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
@@ -404,17 +410,30 @@ pub(crate) async fn retry(
     Auth(account): Auth,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<Json<DeliveryView>, ApiError> {
-    let mut record = owned_delivery(&state, account.id, &id, &delivery).await?;
+    let record = owned_delivery(&state, account.id, &id, &delivery).await?;
+    let delivered = || ApiError::Conflict("the delivery was already delivered".into());
     if record.status == store::DeliveryRecord::DELIVERED {
-        return Err(ApiError::Conflict(
-            "the delivery was already delivered".into(),
-        ));
+        return Err(delivered());
     }
-    record.status = store::DeliveryRecord::PENDING.into();
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    record.next_attempt_at = i64::try_from(now).unwrap_or(i64::MAX);
-    record.tm_update = store::utc_now();
-    state.store.update_delivery(&record).await?;
+    // One conditional write: an attempt that delivers it meanwhile wins, and its log stays.
+    let retried = state
+        .store
+        .retry_delivery(
+            account.id,
+            record.id,
+            i64::try_from(now).unwrap_or(i64::MAX),
+            &store::utc_now(),
+        )
+        .await?;
+    if !retried {
+        return Err(delivered());
+    }
+    let record = state
+        .store
+        .delivery(account.id, record.id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     state.engine.webhooks_changed();
     Ok(Json(record.into()))
 }

@@ -587,7 +587,7 @@ impl Dispatcher {
             }
         }
         webhook.tm_update = utc_ms(now);
-        if let Err(e) = self.store.update_webhook(&webhook).await {
+        if let Err(e) = self.store.update_webhook_breaker(&webhook).await {
             tracing::error!(error = %e, webhook = %webhook.id, "cannot record webhook state");
             return;
         }

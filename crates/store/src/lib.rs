@@ -224,9 +224,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<WebhookRecord>, StoreError>;
     /// Every webhook of `account` (to match an event against), oldest first.
     async fn webhooks_of_account(&self, account: Uuid) -> Result<Vec<WebhookRecord>, StoreError>;
-    /// Overwrite a webhook (settings and breaker state) matched by id within its account; false
-    /// when there was none.
-    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
+    /// Overwrite a webhook's settings (`name`, `uri`, `method`, `secret`, `event_types`,
+    /// `tm_update`), matched by id within its account, leaving its breaker state as it is (the
+    /// dispatcher may be changing it); false when there was none.
+    async fn update_webhook_settings(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
+    /// Overwrite a webhook's breaker state (`status`, `consecutive_failures`, `paused_until`,
+    /// `last_error`, `tm_update`), matched by id within its account, leaving its settings as they
+    /// are (the API may be changing them); false when there was none.
+    async fn update_webhook_breaker(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
     /// Delete a webhook of `account` and its pending deliveries; false when there was none.
     async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError>;
 
@@ -246,6 +251,16 @@ pub trait Store: Send + Sync + 'static {
     /// Make every pending delivery of `webhook` due at `now_ms` (a paused target answered
     /// again: send what was held back). Returns how many.
     async fn retry_deliveries_now(&self, webhook: Uuid, now_ms: i64) -> Result<u64, StoreError>;
+    /// Send a delivery of `account` again: `pending`, due at `now_ms`, unless it is
+    /// `delivered` (also when an attempt delivered it meanwhile); its attempts and log stay.
+    /// False when there is no such delivery or it is delivered.
+    async fn retry_delivery(
+        &self,
+        account: Uuid,
+        id: Uuid,
+        now_ms: i64,
+        tm_update: &str,
+    ) -> Result<bool, StoreError>;
     /// One delivery of `account`.
     async fn delivery(&self, account: Uuid, id: Uuid)
     -> Result<Option<DeliveryRecord>, StoreError>;

@@ -734,9 +734,11 @@ fn bind_activeflow(a: &ActiveflowRecord) -> PgQuery<'_> {
 const WEBHOOK_INSERT: &str = "INSERT INTO webhooks (id, account_id, name, uri, method, secret, \
      event_types, status, consecutive_failures, paused_until, last_error, tm_create, tm_update) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-const WEBHOOK_UPDATE: &str = "UPDATE webhooks SET (name, uri, method, secret, event_types, \
-     status, consecutive_failures, paused_until, last_error, tm_update) \
-     = ($3, $4, $5, $6, $7, $8, $9, $10, $11, $13) WHERE id = $1 AND account_id = $2";
+const WEBHOOK_SETTINGS_UPDATE: &str = "UPDATE webhooks SET (name, uri, method, secret, \
+     event_types, tm_update) = ($3, $4, $5, $6, $7, $13) WHERE id = $1 AND account_id = $2";
+const WEBHOOK_BREAKER_UPDATE: &str = "UPDATE webhooks SET (status, consecutive_failures, \
+     paused_until, last_error, tm_update) = ($8, $9, $10, $11, $13) \
+     WHERE id = $1 AND account_id = $2";
 
 fn bind_webhook<'q>(sql: &'static str, w: &'q WebhookRecord) -> Result<PgQuery<'q>, StoreError> {
     Ok(sqlx::query(sql)
@@ -1270,8 +1272,14 @@ impl Store for PostgresStore {
         self.fetch_all(q, webhook_from_row).await
     }
 
-    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError> {
-        self.changed(bind_webhook(WEBHOOK_UPDATE, webhook)?).await
+    async fn update_webhook_settings(&self, webhook: &WebhookRecord) -> Result<bool, StoreError> {
+        self.changed(bind_webhook(WEBHOOK_SETTINGS_UPDATE, webhook)?)
+            .await
+    }
+
+    async fn update_webhook_breaker(&self, webhook: &WebhookRecord) -> Result<bool, StoreError> {
+        self.changed(bind_webhook(WEBHOOK_BREAKER_UPDATE, webhook)?)
+            .await
     }
 
     async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
@@ -1345,6 +1353,27 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         Ok(done.rows_affected())
+    }
+
+    async fn retry_delivery(
+        &self,
+        account: Uuid,
+        id: Uuid,
+        now_ms: i64,
+        tm_update: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $3, tm_update = $4 \
+             WHERE id = $1 AND account_id = $2 AND status <> 'delivered'",
+        )
+        .bind(id.to_string())
+        .bind(account.to_string())
+        .bind(now_ms)
+        .bind(tm_update)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delivery(

@@ -1289,17 +1289,30 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn update_webhook(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
+    async fn update_webhook_settings(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE webhooks SET name = ?, uri = ?, method = ?, secret = ?, event_types = ?, \
-             status = ?, consecutive_failures = ?, paused_until = ?, last_error = ?, tm_update = ? \
-             WHERE id = ? AND account_id = ?",
+             tm_update = ? WHERE id = ? AND account_id = ?",
         )
         .bind(&w.name)
         .bind(&w.uri)
         .bind(&w.method)
         .bind(&w.secret)
         .bind(to_json(&w.event_types)?)
+        .bind(&w.tm_update)
+        .bind(w.id.to_string())
+        .bind(w.account_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_webhook_breaker(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET status = ?, consecutive_failures = ?, paused_until = ?, \
+             last_error = ?, tm_update = ? WHERE id = ? AND account_id = ?",
+        )
         .bind(&w.status)
         .bind(i64::from(w.consecutive_failures))
         .bind(&w.paused_until)
@@ -1426,6 +1439,27 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(done.rows_affected())
+    }
+
+    async fn retry_delivery(
+        &self,
+        account: Uuid,
+        id: Uuid,
+        now_ms: i64,
+        tm_update: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, tm_update = ? \
+             WHERE id = ? AND account_id = ? AND status <> 'delivered'",
+        )
+        .bind(now_ms)
+        .bind(tm_update)
+        .bind(id.to_string())
+        .bind(account.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delivery(

@@ -1095,7 +1095,8 @@ async fn webhooks_crud_and_breaker_state(s: &dyn Store) {
     assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(w.clone()));
     assert_eq!(s.webhook(b.id, w.id).await.unwrap(), None);
 
-    // The breaker trips: paused, with its failure count, reopen time and last error.
+    // The breaker trips: paused, with its failure count, reopen time and last error. A breaker
+    // write leaves the settings alone, even when the record it is given has others.
     let paused = WebhookRecord {
         status: WebhookRecord::PAUSED.into(),
         consecutive_failures: 5,
@@ -1106,17 +1107,45 @@ async fn webhooks_crud_and_breaker_state(s: &dyn Store) {
         tm_update: at(9),
         ..w.clone()
     };
-    assert!(s.update_webhook(&paused).await.unwrap());
-    assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(paused.clone()));
+    assert!(s.update_webhook_breaker(&paused).await.unwrap());
+    let tripped = WebhookRecord {
+        event_types: w.event_types.clone(),
+        method: w.method.clone(),
+        ..paused.clone()
+    };
+    assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(tripped.clone()));
+    // New settings leave the breaker state alone (an API edit cannot undo a pause).
+    let edited = WebhookRecord {
+        uri: "http://127.0.0.1:9/new".into(),
+        method: "PUT".into(),
+        event_types: vec!["*".into()],
+        secret: "another-secret-0123".into(),
+        name: "renamed".into(),
+        status: WebhookRecord::ACTIVE.into(),
+        consecutive_failures: 0,
+        paused_until: None,
+        last_error: String::new(),
+        tm_update: at(10),
+        ..tripped.clone()
+    };
+    assert!(s.update_webhook_settings(&edited).await.unwrap());
+    let both = WebhookRecord {
+        status: tripped.status.clone(),
+        consecutive_failures: tripped.consecutive_failures,
+        paused_until: tripped.paused_until.clone(),
+        last_error: tripped.last_error.clone(),
+        ..edited.clone()
+    };
+    assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(both.clone()));
     let reset = WebhookRecord {
         status: WebhookRecord::ACTIVE.into(),
         consecutive_failures: 0,
         paused_until: None,
         last_error: String::new(),
         tm_update: LATER.into(),
-        ..paused.clone()
+        ..both.clone()
     };
-    assert!(s.update_webhook(&reset).await.unwrap());
+    assert!(s.update_webhook_breaker(&reset).await.unwrap());
     assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(reset.clone()));
 
     let hijack = WebhookRecord {
@@ -1124,7 +1153,8 @@ async fn webhooks_crud_and_breaker_state(s: &dyn Store) {
         uri: "http://127.0.0.1:9/evil".into(),
         ..reset.clone()
     };
-    assert!(!s.update_webhook(&hijack).await.unwrap());
+    assert!(!s.update_webhook_settings(&hijack).await.unwrap());
+    assert!(!s.update_webhook_breaker(&hijack).await.unwrap());
     assert!(!s.delete_webhook(b.id, w.id).await.unwrap());
     assert_eq!(s.webhook(a.id, w.id).await.unwrap(), Some(reset));
     assert!(s.delete_webhook(a.id, w.id).await.unwrap());
@@ -1241,6 +1271,28 @@ async fn deliveries_outbox(s: &dyn Store) {
         "a delivered one is not retried"
     );
     assert_eq!(s.retry_deliveries_now(w1.id, 2_500).await.unwrap(), 0);
+
+    // A manual retry: never of a delivered one; a failed one is pending and due again with its
+    // attempts and log kept; another account's is not found.
+    assert!(!s.retry_delivery(a.id, d2.id, 2_600, LATER).await.unwrap());
+    assert_eq!(
+        s.delivery(a.id, d2.id).await.unwrap(),
+        Some(delivered.clone())
+    );
+    let mut failed = s.delivery(a.id, d4.id).await.unwrap().unwrap();
+    failed.status = DeliveryRecord::FAILED.into();
+    s.update_delivery(&failed).await.unwrap();
+    assert!(!s.retry_delivery(b.id, d4.id, 2_600, LATER).await.unwrap());
+    assert!(s.retry_delivery(a.id, d4.id, 2_600, &at(8)).await.unwrap());
+    assert_eq!(
+        s.delivery(a.id, d4.id).await.unwrap(),
+        Some(DeliveryRecord {
+            status: DeliveryRecord::PENDING.into(),
+            next_attempt_at: 2_600,
+            tm_update: at(8),
+            ..failed
+        })
+    );
 
     // Lists: newest first, per account and per webhook.
     let key = |d: &DeliveryRecord| (d.tm_create.clone(), d.id.to_string());
