@@ -418,7 +418,10 @@ mod tests {
         rec.finish().unwrap();
         let out = encode(&spec.path, encoding).await.unwrap();
         assert_eq!(out, spec.path.with_extension(encoding.extension()));
-        assert!(spec.path.exists(), "the WAV stays until the record points elsewhere");
+        assert!(
+            spec.path.exists(),
+            "the WAV stays until the record points elsewhere"
+        );
         let bytes = std::fs::read(&out).unwrap();
         let pcm = media::audio::decode(&bytes, Some(encoding.extension())).unwrap();
         let secs = pcm.len() as f64 / 8000.0;
