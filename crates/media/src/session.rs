@@ -124,7 +124,8 @@ pub struct MediaStats {
 /// [`sent_frame`](Self::sent_frame) for recording and mixing.
 ///
 /// Each tick, what arrived is played out of the jitter buffer into one 20 ms frame (concealing
-/// loss), run through the in-band DTMF detector when the peer has no telephone-event, and is
+/// loss), run through the in-band DTMF detector when the peer has no telephone-event (received
+/// audio only: concealed frames are skipped, up to 200 ms), and is
 /// what `echo` sends back; what leaves is the playlist (or echo, or in-band digit tones),
 /// encoded straight into the caller's reused buffer — or an RFC 4733 event packet while digits
 /// are being sent. In the steady state nothing is allocated.
@@ -150,6 +151,9 @@ pub struct MediaSession {
     /// This tick's sent audio (silence while an RFC 4733 event replaces it).
     tx_frame: Vec<i16>,
     inband: Option<InbandDtmfDetector>,
+    /// Frames in a row the jitter buffer could not fill with received audio (concealed or
+    /// silent) and the in-band detector was not given.
+    inband_gap: u32,
     sender: DtmfSender,
     /// The `send_digits` id whose RFC 4733 events are being sent.
     sending: Option<u64>,
@@ -208,6 +212,7 @@ impl MediaSession {
                 .dtmf_payload_type
                 .is_none()
                 .then(InbandDtmfDetector::new),
+            inband_gap: 0,
             sender: DtmfSender::new(),
             sending: None,
             inband_tx: None,
@@ -748,12 +753,17 @@ impl MediaSession {
     fn receive_frame(&mut self) {
         let kind = self.jitter.pop_frame(self.ticks, &mut self.rx_frame);
         if let Some(detector) = self.inband.as_mut() {
+            // Audio the peer did not send (a lost or late packet, concealed) says nothing about
+            // the key: the detector skips it, so one lost packet does not split a press in
+            // two. Only a gap longer than any press is given to it as silence (the key is up).
             let frame = if kind == FrameKind::Audio {
-                &self.rx_frame
+                self.inband_gap = 0;
+                Some(&self.rx_frame)
             } else {
-                &SILENCE_FRAME
+                self.inband_gap = self.inband_gap.saturating_add(1);
+                (self.inband_gap > INBAND_GAP_FRAMES).then_some(&SILENCE_FRAME)
             };
-            let mut found = detector.process(frame);
+            let mut found = frame.and_then(|frame| detector.process(frame));
             while let Some(digit) = found {
                 self.stats.dtmf_events += 1;
                 self.events.push_back(MediaEvent::Dtmf {
@@ -870,6 +880,9 @@ const RTP_HEADER_LEN: u64 = 12;
 /// random already, and nothing correlates streams across calls).
 const CNAME: &str = "voxflow";
 const SILENCE_FRAME: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
+/// Frames in a row without received audio that the in-band detector skips (200 ms); after
+/// them it hears silence.
+const INBAND_GAP_FRAMES: u32 = 10;
 const DEFAULT_PTIME_MS: u32 = 20;
 const SAMPLES_PER_MS: u32 = 8;
 /// Report a telephone-event whose end packets never came after this much silence.

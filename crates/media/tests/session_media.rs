@@ -703,6 +703,63 @@ fn inband_tones_are_detected_once_each_without_telephone_event() {
     assert_eq!(s.stats().dtmf_events, 4);
 }
 
+/// A 200 ms press of `digit`, then 300 ms of silence, as 20 ms packets with sequence numbers.
+fn one_press(digit: char) -> Vec<Vec<Vec<u8>>> {
+    let mut pcm = tone::dtmf(digit, 200, 7000).unwrap();
+    pcm.extend(tone::silence(300));
+    Peer::new().stream(&pcm, 160)
+}
+
+fn inband_keys(s: &mut MediaSession) -> String {
+    let got = events(s);
+    assert!(
+        digits(&got)
+            .iter()
+            .all(|(_, source)| *source == DtmfSource::Inband)
+    );
+    digits(&got).iter().map(|d| d.0).collect()
+}
+
+#[test]
+fn a_lost_packet_inside_an_inband_press_does_not_split_it() {
+    for lost in 2..10 {
+        let mut schedule = one_press('5');
+        schedule[lost].clear();
+        let mut s = MediaSession::new(config(None));
+        let _ = hear(&mut s, &schedule);
+        assert_eq!(inband_keys(&mut s), "5", "packet {lost} lost");
+    }
+}
+
+#[test]
+fn a_stalled_sender_inside_an_inband_press_is_one_digit() {
+    // The peer stops for 80 ms in the middle of the press, then sends what it held at once:
+    // concealment, then late packets; still one press.
+    for stall in [3, 4] {
+        let mut schedule = one_press('8');
+        let held: Vec<Vec<u8>> = (5..5 + stall)
+            .flat_map(|t| schedule[t].split_off(0))
+            .collect();
+        schedule[5 + stall].splice(0..0, held);
+        let mut s = MediaSession::new(config(None));
+        let _ = hear(&mut s, &schedule);
+        assert_eq!(inband_keys(&mut s), "8", "stalled {stall} packets");
+    }
+}
+
+#[test]
+fn the_same_inband_key_twice_is_two_digits() {
+    let mut pcm = Vec::new();
+    for _ in 0..2 {
+        pcm.extend(tone::dtmf('5', 100, 7000).unwrap());
+        pcm.extend(tone::silence(60));
+    }
+    pcm.extend(tone::silence(200));
+    let mut s = MediaSession::new(config(None));
+    let _ = hear(&mut s, &Peer::new().stream(&pcm, 160));
+    assert_eq!(inband_keys(&mut s), "55");
+}
+
 #[test]
 fn inband_tones_are_ignored_with_telephone_event() {
     let mut s = MediaSession::new(config(Some(TE)));
