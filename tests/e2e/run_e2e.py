@@ -53,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from events import EventLog, call_of, is_hangup  # noqa: E402
+from websockets.exceptions import WebSocketException  # noqa: E402
 from harness import Report, log  # noqa: E402
 
 TOKEN = "e2e-token"
@@ -186,13 +187,15 @@ class Api:
         # Never use a proxy: everything is on loopback.
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._events: EventLog | None = None
+        self._events_lock = threading.Lock()
 
     def events(self) -> EventLog:
         """The account's events over the WebSocket, subscribed on first use and kept: call it
         early (before the calls it should see) to have every event."""
-        if self._events is None or self._events.closed:
-            self._events = EventLog(self.base, str(self.token))
-        return self._events
+        with self._events_lock:
+            if self._events is None or self._events.closed:
+                self._events = EventLog(self.base, str(self.token))
+            return self._events
 
     def call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -535,9 +538,9 @@ def outbound_pjsua_case(rep: Report, api: Api, ports: Ports, out: str, mode: str
     if not statuses_in_order(seen):
         problems.append(f"statuses out of order: {seen}")
     if mode == "ring-answer" and "ringing" not in seen:
-        problems.append(f"'ringing' never seen while polling: {seen}")
+        problems.append(f"'ringing' never seen in its events: {seen}")
     if answered and "progressing" not in seen:
-        problems.append(f"'progressing' never seen while polling: {seen}")
+        problems.append(f"'progressing' never seen in its events: {seen}")
     rep.check(f"{name}: call record hangup/{expect[0]}/{expect[1]}", not problems,
               "; ".join(problems) + f"; statuses {seen}; {elapsed:.1f}s; record {json.dumps(rec)}")
 
@@ -884,7 +887,7 @@ def run_cases(rep: Report, server: Server, ports: Ports, out: str, groups: set[s
     api = Api(ports.http)
     try:
         api.events()  # from now on, every event of the account: cases wait on them
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, WebSocketException) as e:
         rep.check("api: subscribe to the account's events over the WebSocket", False, str(e))
         return
     try:

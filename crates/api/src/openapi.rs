@@ -585,8 +585,8 @@ fn operations() -> Vec<Op> {
             .summary("Get a delivery with its attempt log")
             .one("Delivery"),
         op("post", "/v1.0/webhooks/{id}/deliveries/{delivery_id}/retry", "retryWebhookDelivery", "webhooks")
-            .summary("Send a failed or pending delivery again now")
-            .describe("409 when it was already delivered.")
+            .summary("Send a failed delivery again now")
+            .describe("409 when it is delivered, or pending (already queued; an attempt may be on the wire).")
             .one("Delivery")
             .fails(&[409]),
         // --- events

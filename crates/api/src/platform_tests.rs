@@ -484,6 +484,13 @@ async fn webhooks_breaker_pauses_a_failing_target_and_loses_nothing() {
     let (_, read) = send(&app, "GET", &hook_uri, None).await;
     assert_eq!(read["status"], "paused", "{read}");
 
+    // A held delivery is pending, not failed: a manual retry is refused (it is queued).
+    let (_, held) = send(&app, "GET", &format!("{hook_uri}/deliveries"), None).await;
+    let held = held["result"][0]["id"].as_str().unwrap().to_owned();
+    let retry = format!("{hook_uri}/deliveries/{held}/retry");
+    let (status_code, refused) = send(&app, "POST", &retry, None).await;
+    assert_eq!(status_code, StatusCode::CONFLICT, "{refused}");
+
     // The target recovers: after the pause a probe gets through, and everything held is sent.
     status.store(200, Ordering::SeqCst);
     let (_, resumed) = next_request(&mut watch).await;

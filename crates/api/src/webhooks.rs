@@ -403,20 +403,20 @@ pub(crate) async fn delivery(
     ))
 }
 
-/// `POST /v1.0/webhooks/{id}/deliveries/{delivery_id}/retry`: send a failed (or pending)
-/// delivery again now.
+/// `POST /v1.0/webhooks/{id}/deliveries/{delivery_id}/retry`: send a failed delivery again now.
+/// A pending one is already on its way (409, with when); a delivered one is done (409).
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Auth(account): Auth,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<Json<DeliveryView>, ApiError> {
     let record = owned_delivery(&state, account.id, &id, &delivery).await?;
-    let delivered = || ApiError::Conflict("the delivery was already delivered".into());
-    if record.status == store::DeliveryRecord::DELIVERED {
-        return Err(delivered());
+    if record.status != store::DeliveryRecord::FAILED {
+        return Err(not_retriable(&record));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    // One conditional write: an attempt that delivers it meanwhile wins, and its log stays.
+    // One conditional write on `failed`: nothing else writes a failed delivery, so no attempt
+    // result can overwrite the retry, and two retries at once make one.
     let retried = state
         .store
         .retry_delivery(
@@ -426,14 +426,21 @@ pub(crate) async fn retry(
             &store::utc_now(),
         )
         .await?;
+    let record = owned_delivery(&state, account.id, &id, &delivery).await?;
     if !retried {
-        return Err(delivered());
+        return Err(not_retriable(&record));
     }
-    let record = state
-        .store
-        .delivery(account.id, record.id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
     state.engine.webhooks_changed();
     Ok(Json(record.into()))
+}
+
+fn not_retriable(record: &store::DeliveryRecord) -> ApiError {
+    ApiError::Conflict(if record.status == store::DeliveryRecord::DELIVERED {
+        "the delivery was already delivered".into()
+    } else {
+        format!(
+            "the delivery is {}: its next attempt is already due at {} (unix ms)",
+            record.status, record.next_attempt_at
+        )
+    })
 }

@@ -251,9 +251,9 @@ pub trait Store: Send + Sync + 'static {
     /// Make every pending delivery of `webhook` due at `now_ms` (a paused target answered
     /// again: send what was held back). Returns how many.
     async fn retry_deliveries_now(&self, webhook: Uuid, now_ms: i64) -> Result<u64, StoreError>;
-    /// Send a delivery of `account` again: `pending`, due at `now_ms`, unless it is
-    /// `delivered` (also when an attempt delivered it meanwhile); its attempts and log stay.
-    /// False when there is no such delivery or it is delivered.
+    /// Send a `failed` delivery of `account` again: `pending`, due at `now_ms`, its attempts
+    /// and log kept. False when there is no such delivery or it is not `failed` (pending ones
+    /// belong to the dispatcher, which may have an attempt on the wire).
     async fn retry_delivery(
         &self,
         account: Uuid,

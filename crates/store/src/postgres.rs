@@ -1364,7 +1364,7 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $3, tm_update = $4 \
-             WHERE id = $1 AND account_id = $2 AND status <> 'delivered'",
+             WHERE id = $1 AND account_id = $2 AND status = 'failed'",
         )
         .bind(id.to_string())
         .bind(account.to_string())

@@ -1450,7 +1450,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, tm_update = ? \
-             WHERE id = ? AND account_id = ? AND status <> 'delivered'",
+             WHERE id = ? AND account_id = ? AND status = 'failed'",
         )
         .bind(now_ms)
         .bind(tm_update)

@@ -1272,14 +1272,19 @@ async fn deliveries_outbox(s: &dyn Store) {
     );
     assert_eq!(s.retry_deliveries_now(w1.id, 2_500).await.unwrap(), 0);
 
-    // A manual retry: never of a delivered one; a failed one is pending and due again with its
-    // attempts and log kept; another account's is not found.
+    // A manual retry: only of a failed one, which is pending and due again with its attempts
+    // and log kept; never of a delivered or pending one; another account's is not found.
     assert!(!s.retry_delivery(a.id, d2.id, 2_600, LATER).await.unwrap());
     assert_eq!(
         s.delivery(a.id, d2.id).await.unwrap(),
         Some(delivered.clone())
     );
     let mut failed = s.delivery(a.id, d4.id).await.unwrap().unwrap();
+    assert!(!s.retry_delivery(a.id, d4.id, 2_600, LATER).await.unwrap());
+    assert_eq!(
+        s.delivery(a.id, d4.id).await.unwrap().as_ref(),
+        Some(&failed)
+    );
     failed.status = DeliveryRecord::FAILED.into();
     s.update_delivery(&failed).await.unwrap();
     assert!(!s.retry_delivery(b.id, d4.id, 2_600, LATER).await.unwrap());
