@@ -431,6 +431,28 @@ struct Slot {
 }
 
 impl Slot {
+    /// A newly attached session: not bridged, recording, relaying or sending anywhere else.
+    fn new(
+        ports: RtpPorts,
+        session: Box<MediaSession>,
+        events: UnboundedSender<EngineEvent>,
+    ) -> Slot {
+        Slot {
+            ports,
+            session,
+            events,
+            recorder: None,
+            bridged_with: None,
+            relaying: false,
+            relay_in: Vec::new(),
+            relay_lens: Vec::new(),
+            forward_dtmf: String::new(),
+            external: None,
+            amd: None,
+            rtp: RtpAccount::default(),
+        }
+    }
+
     /// Hands the running recording back to the call.
     fn end_recording(&mut self, end: RecordingEnd) {
         if let Some(recorder) = self.recorder.take() {
@@ -606,23 +628,7 @@ fn apply(sessions: &mut Sessions, cmd: WorkerCommand, counters: &MediaCounters) 
             session,
             events,
         } => {
-            sessions.insert(
-                key,
-                Slot {
-                    ports,
-                    session,
-                    events,
-                    recorder: None,
-                    bridged_with: None,
-                    relaying: false,
-                    relay_in: Vec::new(),
-                    relay_lens: Vec::new(),
-                    forward_dtmf: String::new(),
-                    external: None,
-                    amd: None,
-                    rtp: RtpAccount::default(),
-                },
-            );
+            sessions.insert(key, Slot::new(ports, session, events));
         }
         WorkerCommand::SendDigits {
             key,
@@ -1226,23 +1232,12 @@ mod tests {
             ptime_ms: 20,
             rtp_timeout_ms: 0,
         };
-        Slot {
-            ports: RtpPorts {
-                rtp: UdpSocket::bind((ip, 0)).unwrap(),
-                rtcp: UdpSocket::bind((ip, 0)).unwrap(),
-            },
-            session: Box::new(MediaSession::new(config)),
-            events: tokio::sync::mpsc::unbounded_channel().0,
-            recorder: None,
-            bridged_with: None,
-            relaying: false,
-            relay_in: Vec::new(),
-            relay_lens: Vec::new(),
-            forward_dtmf: String::new(),
-            external: None,
-            amd: None,
-            rtp: RtpAccount::default(),
-        }
+        let ports = RtpPorts {
+            rtp: UdpSocket::bind((ip, 0)).unwrap(),
+            rtcp: UdpSocket::bind((ip, 0)).unwrap(),
+        };
+        let events = tokio::sync::mpsc::unbounded_channel().0;
+        Slot::new(ports, Box::new(MediaSession::new(config)), events)
     }
 
     fn phase_sizes(sessions: &Sessions) -> Vec<usize> {
