@@ -755,7 +755,7 @@ impl MediaSession {
         if let Some(detector) = self.inband.as_mut() {
             // Audio the peer did not send (a lost or late packet, concealed) says nothing about
             // the key: the detector skips it, so one lost packet does not split a press in
-            // two. Only a gap longer than any press is given to it as silence (the key is up).
+            // two. A gap of more than 200 ms is given to it as silence: the key counts as up.
             let frame = if kind == FrameKind::Audio {
                 self.inband_gap = 0;
                 Some(&self.rx_frame)
