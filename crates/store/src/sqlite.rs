@@ -4,8 +4,10 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::Row;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow,
 };
 use uuid::Uuid;
 
@@ -14,6 +16,8 @@ use crate::{
     NumberRecord, Page, RecordingRecord, RegistrationRecord, Store, StoreError, TokenRecord,
     TrunkRecord, WebhookRecord, hash_token, normalize_number,
 };
+
+type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments>;
 
 /// Migrations in order; each runs once, inside a transaction, and is recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -200,15 +204,20 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
+    /// Run one statement; true when it changed a row.
+    async fn changed(&self, q: SqliteQuery<'_>) -> Result<bool, StoreError> {
+        let done = q.execute(&self.pool).await.map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Delete one record of `account` (`scoped_sql!(delete ..)`); false when there was none.
     async fn delete(&self, sql: &'static str, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query(sql)
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        self.changed(
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .bind(account.to_string()),
+        )
+        .await
     }
 }
 
@@ -616,20 +625,19 @@ impl Store for SqliteStore {
     }
 
     async fn update_account(&self, account: &Account) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE accounts SET name = ?, max_concurrent_calls = ?, max_calls_per_second = ?, \
+        self.changed(
+            sqlx::query(
+                "UPDATE accounts SET name = ?, max_concurrent_calls = ?, max_calls_per_second = ?, \
              destination_prefixes = ?, tm_update = ? WHERE id = ?",
+            )
+            .bind(&account.name)
+            .bind(account.limits.max_concurrent_calls.map(i64::from))
+            .bind(account.limits.max_calls_per_second.map(i64::from))
+            .bind(to_json(&account.limits.destination_prefixes)?)
+            .bind(&account.tm_update)
+            .bind(account.id.to_string()),
         )
-        .bind(&account.name)
-        .bind(account.limits.max_concurrent_calls.map(i64::from))
-        .bind(account.limits.max_calls_per_second.map(i64::from))
-        .bind(to_json(&account.limits.destination_prefixes)?)
-        .bind(&account.tm_update)
-        .bind(account.id.to_string())
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
@@ -699,21 +707,20 @@ impl Store for SqliteStore {
     }
 
     async fn update_flow(&self, flow: &FlowRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE flows SET name = ?, detail = ?, actions = ?, on_complete_flow_id = ?, \
+        self.changed(
+            sqlx::query(
+                "UPDATE flows SET name = ?, detail = ?, actions = ?, on_complete_flow_id = ?, \
              tm_update = ? WHERE id = ? AND account_id = ?",
+            )
+            .bind(&flow.name)
+            .bind(&flow.detail)
+            .bind(flow.actions.to_string())
+            .bind(flow.on_complete_flow_id.map(|id| id.to_string()))
+            .bind(&flow.tm_update)
+            .bind(flow.id.to_string())
+            .bind(flow.account_id.to_string()),
         )
-        .bind(&flow.name)
-        .bind(&flow.detail)
-        .bind(flow.actions.to_string())
-        .bind(flow.on_complete_flow_id.map(|id| id.to_string()))
-        .bind(&flow.tm_update)
-        .bind(flow.id.to_string())
-        .bind(flow.account_id.to_string())
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_flow(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
@@ -1008,7 +1015,7 @@ impl Store for SqliteStore {
 
     async fn update_trunk(&self, trunk: &TrunkRecord) -> Result<bool, StoreError> {
         let allowed = serde_json::to_string(&trunk.allowed_ips).map_err(backend)?;
-        let done = sqlx::query(
+        self.changed(sqlx::query(
             "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, password = ?, \
              register = ?, register_expires = ?, caller_id = ?, allowed_ips = ?, tm_update = ? \
              WHERE id = ? AND account_id = ?",
@@ -1025,11 +1032,7 @@ impl Store for SqliteStore {
         .bind(allowed)
         .bind(&trunk.tm_update)
         .bind(trunk.id.to_string())
-        .bind(trunk.account_id.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        .bind(trunk.account_id.to_string())).await
     }
 
     async fn all_trunks(&self) -> Result<Vec<TrunkRecord>, StoreError> {
@@ -1290,40 +1293,38 @@ impl Store for SqliteStore {
     }
 
     async fn update_webhook_settings(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhooks SET name = ?, uri = ?, method = ?, secret = ?, event_types = ?, \
+        self.changed(
+            sqlx::query(
+                "UPDATE webhooks SET name = ?, uri = ?, method = ?, secret = ?, event_types = ?, \
              tm_update = ? WHERE id = ? AND account_id = ?",
+            )
+            .bind(&w.name)
+            .bind(&w.uri)
+            .bind(&w.method)
+            .bind(&w.secret)
+            .bind(to_json(&w.event_types)?)
+            .bind(&w.tm_update)
+            .bind(w.id.to_string())
+            .bind(w.account_id.to_string()),
         )
-        .bind(&w.name)
-        .bind(&w.uri)
-        .bind(&w.method)
-        .bind(&w.secret)
-        .bind(to_json(&w.event_types)?)
-        .bind(&w.tm_update)
-        .bind(w.id.to_string())
-        .bind(w.account_id.to_string())
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn update_webhook_breaker(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhooks SET status = ?, consecutive_failures = ?, paused_until = ?, \
+        self.changed(
+            sqlx::query(
+                "UPDATE webhooks SET status = ?, consecutive_failures = ?, paused_until = ?, \
              last_error = ?, tm_update = ? WHERE id = ? AND account_id = ?",
+            )
+            .bind(&w.status)
+            .bind(i64::from(w.consecutive_failures))
+            .bind(&w.paused_until)
+            .bind(&w.last_error)
+            .bind(&w.tm_update)
+            .bind(w.id.to_string())
+            .bind(w.account_id.to_string()),
         )
-        .bind(&w.status)
-        .bind(i64::from(w.consecutive_failures))
-        .bind(&w.paused_until)
-        .bind(&w.last_error)
-        .bind(&w.tm_update)
-        .bind(w.id.to_string())
-        .bind(w.account_id.to_string())
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<bool, StoreError> {
@@ -1448,18 +1449,14 @@ impl Store for SqliteStore {
         now_ms: i64,
         tm_update: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        self.changed(sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, tm_update = ? \
              WHERE id = ? AND account_id = ? AND status = 'failed'",
         )
         .bind(now_ms)
         .bind(tm_update)
         .bind(id.to_string())
-        .bind(account.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        .bind(account.to_string())).await
     }
 
     async fn delivery(
